@@ -1,0 +1,41 @@
+# One entry point for newcomers and CI. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
+export PIP_CONSTRAINT := $(CURDIR)/$(VENV)/constraints.txt
+export DS_ACCELERATOR := cpu
+export PYTHONPATH := $(CURDIR)
+# Hard ceiling so a Ray resource deadlock fails the run instead of hanging CI.
+TEST_TIMEOUT ?= 2400
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test lint format bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## idempotent: apt ffmpeg/espeak-ng, .venv with CPU torch, project (editable, dev), DeepSpeed op warm-up
+	@bash scripts/install.sh
+
+demo: install  ## sample corpus -> preprocessing -> inspect, on an embedded local Ray
+	@bash scripts/demo.sh $(DEMO_OUT)
+
+lint: install  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## apply ruff formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint  ## the whole suite (real ffmpeg, real Ray, real DeepSpeed)
+	timeout -k 30 $(TEST_TIMEOUT) $(PY) -m pytest -q tests
+
+bench: install  ## benchmarks (JSON to stdout and bench_out/)
+	@mkdir -p bench_out
+	$(PY) benchmarks/preprocess.py | tee bench_out/preprocess.json
+	$(PY) benchmarks/model_step.py | tee bench_out/model_step.json
+
+clean:  ## remove generated outputs (keeps .venv)
+	rm -rf $(DEMO_OUT) bench_out .pytest_cache .ruff_cache

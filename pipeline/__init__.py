@@ -1,0 +1,1 @@
+"""The `vatt` application: CLI, configs, job orchestration. The only package that imports every stage."""

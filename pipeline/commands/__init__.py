@@ -1,0 +1,1 @@
+"""One module per `vatt` subcommand; each exposes `register(subparsers)`."""

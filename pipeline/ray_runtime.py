@@ -1,0 +1,45 @@
+"""Connecting to Ray: a cluster from --address / RAY_ADDRESS, else an embedded local one on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> str:
+    """Start or join Ray; returns a one-line description of where jobs run.
+
+    Ray workers unpickle functions by module name, so the project root goes on PYTHONPATH
+    before `ray.init` (workers inherit the raylet's environment)."""
+    import logging
+
+    import ray
+    from ray.data import DataContext
+
+    # Our own tqdm bars report progress; Ray Data's per-operator log lines would drown them.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    if ray.is_initialized():
+        return "ray (already initialised)"
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(PROJECT_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *paths])
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return f"ray cluster at {address}"
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    return f"embedded local ray on 127.0.0.1 ({cpus} CPUs)"

@@ -1,0 +1,1 @@
+"""Stage 1: raw videos + captions / sound clips -> WebDataset triplet shards (never imports training)."""

@@ -1,0 +1,102 @@
+"""PreprocessConfig: every knob of the preprocessing job, validated where it is defined."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+SOURCES = ("howto100m", "audioset")
+
+
+@dataclass
+class PreprocessConfig:
+    """Settings of one `vatt preprocess` run. Paths may be local; object-store URIs come later."""
+
+    source: Literal["howto100m", "audioset"]
+    videos: str  # folder of <video_id>.mp4|webm|mkv (HowTo100M) or <YTID>[_<start>_<end>].<ext>
+    out: str
+    captions: str | None = None  # HowTo100M caption.json
+    segments: str | None = None  # AudioSet segments CSV
+    # Decoding (spec §1): 10 fps, 48 kHz mono; short side 256 leaves room for a 224 random crop.
+    fps: float = 10.0
+    short_side: int = 256
+    sample_rate: int = 48000
+    # A stored window is longer than the 3.2 s training window so the loader can crop in time.
+    window_seconds: float = 4.0
+    train_window_seconds: float = 3.2
+    # Nearest-k captions per window (MIL-NCE positives); 5 in the paper.
+    captions_per_window: int = 5
+    # Speech: webrtcvad aggressiveness 0-3 and frame length (10/20/30 ms are the only valid ones).
+    vad_mode: int = 2
+    vad_frame_ms: int = 30
+    # Windows whose speech ratio is below this get text_mask 0 (their captions are likely not
+    # about what is heard/seen there). AudioSet windows always have text_mask 0.
+    min_speech_ratio: float = 0.1
+    # JPEG quality of stored frames as ffmpeg's -q:v (2 = best, 31 = worst); 3 is visually lossless.
+    jpeg_qscale: int = 3
+    # Target windows per shard; a shard holds whole videos, so sizes vary around this.
+    samples_per_shard: int = 64
+    # Word-level vocabulary size cap (spec: 2^16).
+    vocab_size: int = 65536
+    # The job fails (exit 1) if more than this fraction of inputs+windows failed.
+    max_error_fraction: float = 0.5
+    # Ray resources per shard task.
+    cpus_per_task: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "howto100m" and not self.captions:
+            raise ValueError("howto100m needs captions (the caption.json path)")
+        if self.source == "audioset" and not self.segments:
+            raise ValueError("audioset needs segments (the segments CSV path)")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.short_side < 32 or self.short_side % 2:
+            raise ValueError(f"short_side must be an even number >= 32, got {self.short_side}")
+        if self.sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(
+                f"sample_rate must be 8000/16000/32000/48000 (what webrtcvad accepts), got {self.sample_rate}"
+            )
+        if self.train_window_seconds <= 0:
+            raise ValueError("train_window_seconds must be > 0")
+        if self.window_seconds < self.train_window_seconds:
+            raise ValueError(
+                f"window_seconds ({self.window_seconds}) must be >= train_window_seconds "
+                f"({self.train_window_seconds}) so the loader can crop a training window"
+            )
+        if self.captions_per_window < 1:
+            raise ValueError("captions_per_window must be >= 1")
+        if self.vad_mode not in (0, 1, 2, 3):
+            raise ValueError(f"vad_mode must be 0-3, got {self.vad_mode}")
+        if self.vad_frame_ms not in (10, 20, 30):
+            raise ValueError(f"vad_frame_ms must be 10, 20 or 30, got {self.vad_frame_ms}")
+        if not 0.0 <= self.min_speech_ratio <= 1.0:
+            raise ValueError("min_speech_ratio must be in [0, 1]")
+        if not 2 <= self.jpeg_qscale <= 31:
+            raise ValueError("jpeg_qscale must be in [2, 31]")
+        if self.samples_per_shard < 1:
+            raise ValueError("samples_per_shard must be >= 1")
+        if not 0.0 <= self.max_error_fraction <= 1.0:
+            raise ValueError("max_error_fraction must be in [0, 1]")
+        if self.cpus_per_task <= 0:
+            raise ValueError("cpus_per_task must be > 0")
+
+    @property
+    def frames_per_window(self) -> int:
+        return round(self.window_seconds * self.fps)
+
+    @property
+    def samples_per_window(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    def plan_fingerprint(self) -> str:
+        """Hash of every setting that changes which samples are written or their bytes.
+        A resumed run must match it; `cpus_per_task` and the threshold do not count."""
+        d = dataclasses.asdict(self)
+        for k in ("out", "max_error_fraction", "cpus_per_task"):
+            d.pop(k)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,118 @@
+"""ffmpeg (through ffmpeg-python) decoding of a time range: JPEG frames at a fixed fps and
+short side, and mono 16-bit PCM at a fixed rate.
+
+Frames leave ffmpeg already JPEG-encoded (`-f mjpeg`, i.e. concatenated JPEG images), so no
+RGB array ever crosses the pipe or Python on the write path; `split_jpegs` finds the frame
+boundaries. One ffmpeg process decodes a video's whole span once for all its windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ffmpeg
+import numpy as np
+
+from preprocessing.probe import ffmpeg_reason
+
+
+class DecodeError(Exception):
+    """ffmpeg could not decode the range; the message is the one-line reason."""
+
+
+@dataclass
+class DecodedSpan:
+    """Frames and audio of [start, start + duration) of one file."""
+
+    start: float
+    frames: list[bytes]  # one JPEG per frame, frame i at time start + i / fps
+    audio: np.ndarray | None  # int16 [S], sample j at time start + j / sample_rate; None = no audio stream
+    fps: float
+    sample_rate: int
+
+
+def scale_filter_args(short_side: int) -> dict:
+    """Scale so the shorter side is `short_side`, keeping aspect (even width/height)."""
+    return {
+        "w": f"if(gt(iw,ih),-2,{short_side})",
+        "h": f"if(gt(iw,ih),{short_side},-2)",
+    }
+
+
+def split_jpegs(buf: bytes) -> list[bytes]:
+    """Split a concatenation of baseline JPEG images (ffmpeg's mjpeg muxer output).
+
+    Walks the marker segments of each image to its scan, then finds the end-of-image marker;
+    inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so
+    the first FFD9 after the scan header is the image's end."""
+    frames: list[bytes] = []
+    i, n = 0, len(buf)
+    while i < n:
+        if buf[i : i + 2] != b"\xff\xd8":
+            raise DecodeError(f"corrupt JPEG stream from ffmpeg at byte {i}")
+        j = i + 2
+        while True:
+            while j < n and buf[j] == 0xFF and j + 1 < n and buf[j + 1] == 0xFF:
+                j += 1  # fill bytes
+            if j + 4 > n or buf[j] != 0xFF:
+                raise DecodeError(f"truncated JPEG header at byte {j}")
+            marker = buf[j + 1]
+            seg_len = int.from_bytes(buf[j + 2 : j + 4], "big")
+            j += 2 + seg_len
+            if marker == 0xDA:  # start of scan
+                break
+        end = buf.find(b"\xff\xd9", j)
+        if end < 0:
+            raise DecodeError("truncated JPEG scan (no end-of-image marker)")
+        frames.append(buf[i : end + 2])
+        i = end + 2
+    return frames
+
+
+def decode_frames(path: str, start: float, duration: float, fps: float, short_side: int, qscale: int) -> list[bytes]:
+    """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
+    stream = (
+        ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}")
+        .video.filter("fps", fps=fps)
+        .filter("scale", **scale_filter_args(short_side))
+        .output("pipe:", format="mjpeg", **{"q:v": qscale, "pix_fmt": "yuvj420p"})
+    )
+    try:
+        out, _ = stream.run(capture_stdout=True, capture_stderr=True, quiet=True)
+    except ffmpeg.Error as e:
+        raise DecodeError(f"video decode failed: {ffmpeg_reason(e)}") from None
+    return split_jpegs(out)
+
+
+def decode_audio(path: str, start: float, duration: float, sample_rate: int) -> np.ndarray:
+    """Mono int16 PCM of [start, start + duration) at `sample_rate`."""
+    stream = ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}").audio.output(
+        "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate
+    )
+    try:
+        out, _ = stream.run(capture_stdout=True, capture_stderr=True, quiet=True)
+    except ffmpeg.Error as e:
+        raise DecodeError(f"audio decode failed: {ffmpeg_reason(e)}") from None
+    return np.frombuffer(out, dtype="<i2").copy()
+
+
+def decode_span(
+    path: str, start: float, duration: float, *, fps: float, short_side: int, sample_rate: int, qscale: int, has_audio: bool
+) -> DecodedSpan:
+    frames = decode_frames(path, start, duration, fps, short_side, qscale)
+    audio = decode_audio(path, start, duration, sample_rate) if has_audio else None
+    return DecodedSpan(start, frames, audio, fps, sample_rate)
+
+
+def decode_span_raw(path: str, start: float, duration: float, *, fps: float, short_side: int, sample_rate: int, has_audio: bool) -> tuple[int, int]:
+    """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
+    nothing else. Returns (video bytes, audio bytes)."""
+    v, _ = (
+        ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}")
+        .video.filter("fps", fps=fps)
+        .filter("scale", **scale_filter_args(short_side))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .run(capture_stdout=True, capture_stderr=True, quiet=True)
+    )
+    a = decode_audio(path, start, duration, sample_rate) if has_audio else np.zeros(0, np.int16)
+    return len(v), a.nbytes

@@ -1,0 +1,165 @@
+"""Plan and write shards: videos -> deterministic shard assignment -> one tar per shard.
+
+A shard is the idempotent unit of work (video2dataset style): it holds whole videos, its
+content depends only on the inputs and the config, it is written under a temporary name and
+renamed, and its stats file (written last, also by rename) marks it complete. A rerun skips
+every shard whose stats file exists, so a run killed at any moment resumes without
+duplicating or losing a sample. Plain Python: the Ray job in `jobs.py` calls `write_shard`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from preprocessing.config import PreprocessConfig
+from preprocessing.decode import DecodeError, decode_span
+from preprocessing.records import Caption, ErrorRow
+from preprocessing.shard_format import SCHEMA_VERSION, encode_sample, sample_key
+from preprocessing.vad import speech_ratio
+from preprocessing.windows import ClipWindow
+
+SHARD_DIR = "shards"
+# Tolerances at the end of a decoded span: the last frame or a few ms of audio can be missing
+# because of rounding and AAC priming; a larger gap means the file really ends early.
+MAX_MISSING_FRAMES = 1
+MAX_MISSING_AUDIO_S = 0.25
+
+
+def shard_name(source: str, index: int) -> str:
+    return f"{source}-{index:06d}"
+
+
+def stats_path(out: str | Path, name: str) -> Path:
+    return Path(out) / SHARD_DIR / f"{name}.stats.json"
+
+
+def tar_path(out: str | Path, name: str) -> Path:
+    return Path(out) / SHARD_DIR / f"{name}.tar"
+
+
+def assign_shards(clips: list[dict], samples_per_shard: int, source: str) -> list[dict]:
+    """Pack clips (each a dict with `clip_id` and `windows`) in clip_id order into shards of
+    about `samples_per_shard` windows. Deterministic for the same clips and setting."""
+    shards: list[dict] = []
+    current: list[dict] = []
+    count = 0
+    for clip in sorted(clips, key=lambda c: c["clip_id"]):
+        if not clip["windows"]:
+            continue
+        current.append(clip)
+        count += len(clip["windows"])
+        if count >= samples_per_shard:
+            shards.append({"name": shard_name(source, len(shards)), "clips": current})
+            current, count = [], 0
+    if current:
+        shards.append({"name": shard_name(source, len(shards)), "clips": current})
+    return shards
+
+
+def _window_meta(cfg: PreprocessConfig, clip: dict, w: ClipWindow, frames: list[bytes], audio: np.ndarray, has_audio: bool) -> dict:
+    width, height = Image.open(io.BytesIO(frames[0])).size
+    ratio = speech_ratio(audio, cfg.sample_rate, cfg.vad_mode, cfg.vad_frame_ms) if has_audio else 0.0
+    has_text = clip["source"] == "howto100m" and bool(w.captions)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": sample_key(clip["clip_id"], w.start),
+        "source": clip["source"],
+        "video_id": clip["video_id"],
+        "clip_id": clip["clip_id"],
+        "start": w.start,
+        "end": w.end,
+        "fps": cfg.fps,
+        "num_frames": len(frames),
+        "height": height,
+        "width": width,
+        "frame_sizes": [len(f) for f in frames],
+        "sample_rate": cfg.sample_rate,
+        "num_samples": int(len(audio)),
+        "audio_mask": int(has_audio),
+        "speech_ratio": round(ratio, 4),
+        "text_mask": int(has_text and ratio >= cfg.min_speech_ratio),
+        "captions": [asdict(c) for c in w.captions],
+        "labels": list(clip.get("labels") or []),
+        "segment": [clip["segment_start"], clip["segment_end"]] if clip.get("segment_start") is not None else None,
+    }
+
+
+def _cut_window(cfg: PreprocessConfig, span_start: float, frames: list[bytes], audio: np.ndarray | None, w: ClipWindow) -> tuple[list[bytes], np.ndarray]:
+    """Slice one window out of a decoded span; raise DecodeError if the file ends early."""
+    n_frames = round((w.end - w.start) * cfg.fps)
+    first = round((w.start - span_start) * cfg.fps)
+    got = frames[first : first + n_frames]
+    missing = n_frames - len(got)
+    if not got or missing > MAX_MISSING_FRAMES:
+        t_end = span_start + len(frames) / cfg.fps
+        raise DecodeError(f"video ends early: decoded frames reach {t_end:.2f}s, window needs {w.end:.2f}s")
+    got = got + [got[-1]] * missing  # repeat the last frame for a rounding shortfall
+    n_samples = round((w.end - w.start) * cfg.sample_rate)
+    if audio is None:
+        return got, np.zeros(n_samples, np.int16)
+    offset = round((w.start - span_start) * cfg.sample_rate)
+    wav = audio[offset : offset + n_samples]
+    if n_samples - len(wav) > MAX_MISSING_AUDIO_S * cfg.sample_rate:
+        t_end = span_start + len(audio) / cfg.sample_rate
+        raise DecodeError(f"audio ends early: decoded audio reaches {t_end:.2f}s, window needs {w.end:.2f}s")
+    return got, np.pad(wav, (0, n_samples - len(wav)))
+
+
+def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
+    """Decode every window of the shard's clips and write `<name>.tar` + `<name>.stats.json`.
+    Per-window and per-clip failures become error rows in the stats; they never abort."""
+    t0 = time.time()
+    name = shard["name"]
+    final = tar_path(cfg.out, name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    keys: list[str] = []
+    errors: list[ErrorRow] = []
+    with wds.TarWriter(str(tmp)) as sink:
+        for clip in shard["clips"]:
+            windows = [ClipWindow(w["start"], w["end"], w["anchor"], [Caption(**c) for c in w["captions"]]) for w in clip["windows"]]
+            span_start = min(w.start for w in windows)
+            span_end = max(w.end for w in windows)
+            try:
+                span = decode_span(
+                    clip["path"], span_start, span_end - span_start + 1.0 / cfg.fps,
+                    fps=cfg.fps, short_side=cfg.short_side, sample_rate=cfg.sample_rate,
+                    qscale=cfg.jpeg_qscale, has_audio=clip["has_audio"],
+                )
+            except DecodeError as e:
+                for w in windows:
+                    errors.append(ErrorRow(clip["source"], clip["video_id"], "decode", f"window {w.start:.2f}-{w.end:.2f}s: {e}", clip["path"]))
+                continue
+            for w in windows:
+                try:
+                    frames, audio = _cut_window(cfg, span_start, span.frames, span.audio, w)
+                except DecodeError as e:
+                    errors.append(ErrorRow(clip["source"], clip["video_id"], "decode", f"window {w.start:.2f}-{w.end:.2f}s: {e}", clip["path"]))
+                    continue
+                meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
+                sink.write(encode_sample(meta, frames, audio))
+                keys.append(meta["key"])
+    os.replace(tmp, final)
+    stats = {
+        "shard": name,
+        "tar": final.name,
+        "samples": len(keys),
+        "bytes": final.stat().st_size,
+        "seconds": round(time.time() - t0, 3),
+        "keys": keys,
+        "errors": [e.to_dict() for e in errors],
+    }
+    sp = stats_path(cfg.out, name)
+    tmp_stats = sp.with_name(f"{sp.name}.tmp-{os.getpid()}")
+    tmp_stats.write_text(json.dumps(stats))
+    os.replace(tmp_stats, sp)  # the stats file is the completion marker: it goes last
+    return stats

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent installer: Debian ffmpeg + espeak-ng, .venv with CPU torch pinned, the project
+# editable with dev extras, and DeepSpeed's CPU comm op warmed into a fixed cache.
+# Why each step is here: ../shared/notes/platform.md (measured on the reference machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=python3
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[install] apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install] creating $VENV"
+  $PY -m venv "$VENV"
+fi
+# An unpinned torch resolves to the CUDA build (several GB): pin it for every pip call,
+# including isolated build environments, which inherit PIP_CONSTRAINT but not -c.
+echo "torch==2.13.0" > "$VENV/constraints.txt"
+export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "[install] torch (CPU wheel)"
+  "$VENV/bin/python" -m pip install -q --find-links /opt/wheels torch==2.13.0 setuptools wheel ninja
+  echo "[install] project + dependencies"
+  # deepspeed's sdist imports torch at build time: build it against the installed torch.
+  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[dev]'
+  "$VENV/bin/python" -m pip check
+  touch "$stamp"
+fi
+
+# DeepSpeed JIT-compiles its CPU shared-memory allreduce on first init (40-95 s): do it now,
+# into the cache the Makefile exports, so tests and the demo never pay it.
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.torch_extensions}
+if ! ls "$TORCH_EXTENSIONS_DIR"/*/deepspeed_shm_comm/*.so >/dev/null 2>&1; then
+  echo "[install] warming DeepSpeed's CPU comm op into $TORCH_EXTENSIONS_DIR"
+  DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
+    "from deepspeed.accelerator import get_accelerator as g; g().create_op_builder('ShareMemCommBuilder').load()" >/dev/null
+fi
+echo "[install] ok: $("$VENV/bin/python" -c 'import torch, ray, deepspeed; print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")')"

@@ -1,0 +1,69 @@
+"""Shared fixtures: one embedded Ray per test session, and small real media files made by ffmpeg."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
+# Ray workers unpickle by module name: the project root must be importable in every worker.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+)
+VATT = [sys.executable, "-m", "pipeline"]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """An embedded 2-CPU Ray on 127.0.0.1 shared by the whole session."""
+    import ray
+
+    from pipeline.ray_runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+
+
+def make_clip(
+    path: Path,
+    seconds: float,
+    size: str = "320x240",
+    rate: int = 25,
+    audio: str | None = "tone",
+    speech: str | None = None,
+    speech_at: float = 0.5,
+) -> Path:
+    """A real H.264/AAC mp4: testsrc video; audio = quiet tone, silence (`"silence"`) or none;
+    optionally an espeak-ng sentence mixed in at `speech_at` seconds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}:duration={seconds}"]
+    if audio is None:
+        ffmpeg(*args, "-c:v", "libx264", "-preset", "ultrafast", "-an", str(path))
+        return path
+    src = "anullsrc=r=48000:cl=mono" if audio == "silence" else "sine=frequency=330:sample_rate=48000"
+    args += ["-f", "lavfi", "-t", str(seconds), "-i", src]
+    if speech:
+        wav = path.with_suffix(".speech.wav")
+        subprocess.run(["espeak-ng", "-w", str(wav), speech], check=True)
+        ms = int(speech_at * 1000)
+        args += [
+            "-i", str(wav), "-filter_complex",
+            f"[1:a]volume=0.05[s];[2:a]aresample=48000,adelay={ms}|{ms},apad[v];"
+            "[s][v]amix=inputs=2:duration=first:normalize=0[a]",
+            "-map", "0:v", "-map", "[a]",
+        ]  # fmt: skip
+    else:
+        args += ["-filter:a", "volume=0.05"]
+    ffmpeg(*args, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(path))
+    return path

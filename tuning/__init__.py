@@ -1,0 +1,1 @@
+"""Stage 3: Ray Tune sweeps over training hyperparameters."""
