@@ -8,7 +8,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> str:
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, dashboard: bool = False
+) -> str:
     """Start or join Ray; returns a one-line description of where jobs run.
 
     Ray workers unpickle functions by module name, so the project root goes on PYTHONPATH
@@ -19,7 +21,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     from ray.data import DataContext
 
     # Our own tqdm bars report progress; Ray Data's per-operator log lines would drown them.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

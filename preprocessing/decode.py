@@ -26,7 +26,9 @@ class DecodedSpan:
 
     start: float
     frames: list[bytes]  # one JPEG per frame, frame i at time start + i / fps
-    audio: np.ndarray | None  # int16 [S], sample j at time start + j / sample_rate; None = no audio stream
+    audio: (
+        np.ndarray | None
+    )  # int16 [S], sample j at time start + j / sample_rate; None = no audio stream
     fps: float
     sample_rate: int
 
@@ -69,7 +71,9 @@ def split_jpegs(buf: bytes) -> list[bytes]:
     return frames
 
 
-def decode_frames(path: str, start: float, duration: float, fps: float, short_side: int, qscale: int) -> list[bytes]:
+def decode_frames(
+    path: str, start: float, duration: float, fps: float, short_side: int, qscale: int
+) -> list[bytes]:
     """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
     stream = (
         ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}")
@@ -97,14 +101,31 @@ def decode_audio(path: str, start: float, duration: float, sample_rate: int) -> 
 
 
 def decode_span(
-    path: str, start: float, duration: float, *, fps: float, short_side: int, sample_rate: int, qscale: int, has_audio: bool
+    path: str,
+    start: float,
+    duration: float,
+    *,
+    fps: float,
+    short_side: int,
+    sample_rate: int,
+    qscale: int,
+    has_audio: bool,
 ) -> DecodedSpan:
     frames = decode_frames(path, start, duration, fps, short_side, qscale)
     audio = decode_audio(path, start, duration, sample_rate) if has_audio else None
     return DecodedSpan(start, frames, audio, fps, sample_rate)
 
 
-def decode_span_raw(path: str, start: float, duration: float, *, fps: float, short_side: int, sample_rate: int, has_audio: bool) -> tuple[int, int]:
+def decode_span_raw(
+    path: str,
+    start: float,
+    duration: float,
+    *,
+    fps: float,
+    short_side: int,
+    sample_rate: int,
+    has_audio: bool,
+) -> tuple[int, int]:
     """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
     nothing else. Returns (video bytes, audio bytes)."""
     v, _ = (

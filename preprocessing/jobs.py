@@ -19,16 +19,26 @@ import ray
 from tqdm import tqdm
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.manifest import caption_texts, input_row, plan_clips, probe_row, read_manifest, write_manifest
+from preprocessing.manifest import (
+    caption_texts,
+    input_row,
+    plan_clips,
+    probe_row,
+    read_manifest,
+    write_manifest,
+)
 from preprocessing.records import ErrorRow, InputVideo
-from preprocessing.shards import assign_shards, stats_path, write_shard
+from preprocessing.shards import SHARD_DIR, assign_shards, stats_path, write_shard
 from preprocessing.sources import read_audioset, read_howto100m
 from preprocessing.vocab import build_tokenizer, save_tokenizer
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 ERRORS_FILE = "errors.parquet"
-ERRORS_SCHEMA = pa.schema([(n, pa.string()) for n in ("source", "video_id", "stage", "reason", "path")] + [("fatal", pa.bool_())])
+ERRORS_SCHEMA = pa.schema(
+    [(n, pa.string()) for n in ("source", "video_id", "stage", "reason", "path")]
+    + [("fatal", pa.bool_())]
+)
 
 
 class RunMismatch(ValueError):
@@ -41,8 +51,15 @@ def _check_run_file(cfg: PreprocessConfig) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("fingerprint") != record["fingerprint"]:
-            changed = sorted(k for k, v in record["config"].items() if old.get("config", {}).get(k) != v and k not in ("out", "max_error_fraction", "cpus_per_task"))
-            raise RunMismatch(f"{cfg.out} holds a run made with other settings ({', '.join(changed)} differ); use a new --out or delete it")
+            changed = sorted(
+                k
+                for k, v in record["config"].items()
+                if old.get("config", {}).get(k) != v
+                and k not in ("out", "max_error_fraction", "cpus_per_task")
+            )
+            raise RunMismatch(
+                f"{cfg.out} holds a run made with other settings ({', '.join(changed)} differ); use a new --out or delete it"
+            )
         return
     path.write_text(json.dumps(record, indent=2))
 
@@ -69,8 +86,12 @@ def _probe_all(cfg: PreprocessConfig, inputs: list[InputVideo], show_progress: b
     blocks = max(1, min(len(rows), 4 * int(ray.cluster_resources().get("CPU", 1))))
     ds = ray.data.from_items(rows, override_num_blocks=blocks).map(probe_row, num_cpus=0.5)
     probed = []
-    for r in tqdm(ds.iter_rows(), total=len(rows), desc="probe", unit="file", disable=not show_progress):
-        probed.append({k: (list(v) if k == "labels" and v is not None else v) for k, v in r.items()})
+    for r in tqdm(
+        ds.iter_rows(), total=len(rows), desc="probe", unit="file", disable=not show_progress
+    ):
+        probed.append(
+            {k: (list(v) if k == "labels" and v is not None else v) for k, v in r.items()}
+        )
     write_manifest(probed, cfg.out)
     return probed
 
@@ -92,28 +113,52 @@ def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
     clips, plan_errors = plan_clips(cfg, inputs, manifest)
     errors += plan_errors
     shards = assign_shards(clips, cfg.samples_per_shard, cfg.source)
-    (out / "plan.json").write_text(json.dumps({"fingerprint": cfg.plan_fingerprint(), "shards": [{"name": s["name"], "clips": [c["clip_id"] for c in s["clips"]]} for s in shards]}, indent=1))
+    (out / "plan.json").write_text(
+        json.dumps(
+            {
+                "fingerprint": cfg.plan_fingerprint(),
+                "shards": [
+                    {"name": s["name"], "clips": [c["clip_id"] for c in s["clips"]]} for s in shards
+                ],
+            },
+            indent=1,
+        )
+    )
 
     if cfg.source == "howto100m":
         save_tokenizer(build_tokenizer(caption_texts(inputs), cfg.vocab_size), out)
 
+    for stale in (out / SHARD_DIR).glob("*.tmp-*"):  # left by a killed run; never loaded
+        stale.unlink(missing_ok=True)
     pending = [s for s in shards if not stats_path(out, s["name"]).is_file()]
     resumed = len(shards) - len(pending)
+    t_shards = time.time()
     if pending:
         items = [{"name": s["name"], "spec": json.dumps(s)} for s in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
             functools.partial(_write_row, cfg=cfg), num_cpus=cfg.cpus_per_task
         )
         total_windows = sum(len(c["windows"]) for s in pending for c in s["clips"])
-        with tqdm(total=total_windows, desc="shards", unit="clip", disable=not show_progress) as bar:
+        with tqdm(
+            total=total_windows, desc="shards", unit="clip", disable=not show_progress
+        ) as bar:
             for row in ds.iter_rows():
-                bar.update(sum(len(c["windows"]) for s in pending if s["name"] == row["name"] for c in s["clips"]))
+                bar.update(
+                    sum(
+                        len(c["windows"])
+                        for s in pending
+                        if s["name"] == row["name"]
+                        for c in s["clips"]
+                    )
+                )
 
+    shard_stage_seconds = time.time() - t_shards
     per_shard = [json.loads(stats_path(out, s["name"]).read_text()) for s in shards]
     for st in per_shard:
         errors += [ErrorRow(**e) for e in st["errors"]]
     _write_errors(errors, out)
     summary = _summary(cfg, inputs, errors, clips, per_shard, resumed, time.time() - t0)
+    summary["shard_stage_seconds"] = round(shard_stage_seconds, 2)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -127,7 +172,9 @@ def error_kind(reason: str) -> str:
     """Group reasons for the summary: drop the specifics after ':' / '(' and numbers."""
     head = reason.split(": ", 1)[-1] if reason.startswith(("window ", "caption ")) else reason
     head = head.split(" (")[0].split(": ")[0]
-    return " ".join("N" if w.replace(".", "").replace("s", "").isdigit() else w for w in head.split())[:80]
+    return " ".join(
+        "N" if w.replace(".", "").replace("s", "").isdigit() else w for w in head.split()
+    )[:80]
 
 
 def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
@@ -138,7 +185,11 @@ def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
     return {
         "source": cfg.source,
         "out": str(cfg.out),
-        "inputs": {"listed": len(inputs) + sum(1 for e in fatal if e.stage in ("input", "segments", "captions")), "usable": len(clips)},
+        "inputs": {
+            "listed": len(inputs)
+            + sum(1 for e in fatal if e.stage in ("input", "segments", "captions")),
+            "usable": len(clips),
+        },
         "windows": {"planned": planned, "written": samples, "failed": planned - samples},
         "samples_written": samples,
         "shards": len(per_shard),
@@ -151,7 +202,11 @@ def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
         "errors": len(fatal),
         "notes": len(errors) - len(fatal),
         "errors_by_stage": dict(Counter(e.stage for e in fatal)),
-        "errors_by_reason": dict(Counter(f"{e.stage}: {error_kind(e.reason)}" for e in fatal).most_common()),
-        "error_fraction": round(len(fatal) / (len(fatal) + samples), 4) if (fatal or samples) else 0.0,
+        "errors_by_reason": dict(
+            Counter(f"{e.stage}: {error_kind(e.reason)}" for e in fatal).most_common()
+        ),
+        "error_fraction": round(len(fatal) / (len(fatal) + samples), 4)
+        if (fatal or samples)
+        else 0.0,
         "max_error_fraction": cfg.max_error_fraction,
     }

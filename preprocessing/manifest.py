@@ -85,7 +85,9 @@ def read_manifest(out: str | Path) -> list[dict] | None:
     return pq.read_table(path).to_pylist() if path.is_file() else None
 
 
-def plan_clips(cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[dict]) -> tuple[list[dict], list[ErrorRow]]:
+def plan_clips(
+    cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[dict]
+) -> tuple[list[dict], list[ErrorRow]]:
     """Manifest rows -> clips with their windows (ready for `assign_shards`) + error rows."""
     by_id = {v.clip_id: v for v in inputs}
     clips: list[dict] = []
@@ -93,23 +95,56 @@ def plan_clips(cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[d
     for row in sorted(manifest, key=lambda r: r["clip_id"]):
         video = by_id[row["clip_id"]]
         if row["probe_error"]:
-            errors.append(ErrorRow(video.source, video.video_id, "probe", row["probe_error"], video.path))
+            errors.append(
+                ErrorRow(video.source, video.video_id, "probe", row["probe_error"], video.path)
+            )
             continue
         duration = row["duration"]
         if duration < cfg.train_window_seconds:
-            errors.append(ErrorRow(video.source, video.video_id, "window", f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s training window", video.path))
+            errors.append(
+                ErrorRow(
+                    video.source,
+                    video.video_id,
+                    "window",
+                    f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s training window",
+                    video.path,
+                )
+            )
             continue
         if video.source == "howto100m":
             captions, errs = clamp_captions(video.captions, duration, video.video_id, video.path)
             errors.extend(errs)
-            windows = caption_windows(captions, duration, cfg.window_seconds, cfg.train_window_seconds, cfg.captions_per_window)
+            windows = caption_windows(
+                captions,
+                duration,
+                cfg.window_seconds,
+                cfg.train_window_seconds,
+                cfg.captions_per_window,
+            )
             if not windows:
-                errors.append(ErrorRow(video.source, video.video_id, "window", "no caption lies inside the video; no window", video.path))
+                errors.append(
+                    ErrorRow(
+                        video.source,
+                        video.video_id,
+                        "window",
+                        "no caption lies inside the video; no window",
+                        video.path,
+                    )
+                )
                 continue
         else:
             windows = segment_windows(duration, cfg.window_seconds, cfg.train_window_seconds)
         if not row["has_audio"]:
-            errors.append(ErrorRow(video.source, video.video_id, "probe", "no audio stream: zero waveform with audio_mask 0", video.path, fatal=False))
+            errors.append(
+                ErrorRow(
+                    video.source,
+                    video.video_id,
+                    "probe",
+                    "no audio stream: zero waveform with audio_mask 0",
+                    video.path,
+                    fatal=False,
+                )
+            )
         clips.append(
             {
                 "clip_id": video.clip_id,
@@ -121,7 +156,12 @@ def plan_clips(cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[d
                 "segment_start": video.segment_start,
                 "segment_end": video.segment_end,
                 "windows": [
-                    {"start": w.start, "end": w.end, "anchor": w.anchor, "captions": [asdict(c) for c in w.captions]}
+                    {
+                        "start": w.start,
+                        "end": w.end,
+                        "anchor": w.anchor,
+                        "captions": [asdict(c) for c in w.captions],
+                    }
                     for w in windows
                 ],
             }
@@ -131,4 +171,3 @@ def plan_clips(cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[d
 
 def caption_texts(inputs: list[InputVideo]) -> list[str]:
     return [c.text for v in inputs for c in v.captions]
-

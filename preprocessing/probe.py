@@ -61,7 +61,14 @@ def probe(path: str) -> ProbeFacts:
     except ffmpeg.Error as e:
         raise ProbeError(f"ffprobe cannot read it: {ffmpeg_reason(e)}") from None
     streams = info.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+        ),
+        None,
+    )
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if video is None:
         raise ProbeError("no video stream")

@@ -74,7 +74,9 @@ def encode_sample(meta: dict, frames: list[bytes], audio: np.ndarray) -> dict:
 def split_frames(video: bytes, frame_sizes: list[int]) -> list[bytes]:
     """Cut the `.mjpeg` member into per-frame JPEG bytes using the JSON's frame_sizes."""
     if sum(frame_sizes) != len(video):
-        raise ValueError(f"frame_sizes sum to {sum(frame_sizes)} bytes but the video member has {len(video)}")
+        raise ValueError(
+            f"frame_sizes sum to {sum(frame_sizes)} bytes but the video member has {len(video)}"
+        )
     out, pos = [], 0
     for size in frame_sizes:
         out.append(video[pos : pos + size])

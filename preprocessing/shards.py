@@ -65,9 +65,18 @@ def assign_shards(clips: list[dict], samples_per_shard: int, source: str) -> lis
     return shards
 
 
-def _window_meta(cfg: PreprocessConfig, clip: dict, w: ClipWindow, frames: list[bytes], audio: np.ndarray, has_audio: bool) -> dict:
+def _window_meta(
+    cfg: PreprocessConfig,
+    clip: dict,
+    w: ClipWindow,
+    frames: list[bytes],
+    audio: np.ndarray,
+    has_audio: bool,
+) -> dict:
     width, height = Image.open(io.BytesIO(frames[0])).size
-    ratio = speech_ratio(audio, cfg.sample_rate, cfg.vad_mode, cfg.vad_frame_ms) if has_audio else 0.0
+    ratio = (
+        speech_ratio(audio, cfg.sample_rate, cfg.vad_mode, cfg.vad_frame_ms) if has_audio else 0.0
+    )
     has_text = clip["source"] == "howto100m" and bool(w.captions)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -89,11 +98,19 @@ def _window_meta(cfg: PreprocessConfig, clip: dict, w: ClipWindow, frames: list[
         "text_mask": int(has_text and ratio >= cfg.min_speech_ratio),
         "captions": [asdict(c) for c in w.captions],
         "labels": list(clip.get("labels") or []),
-        "segment": [clip["segment_start"], clip["segment_end"]] if clip.get("segment_start") is not None else None,
+        "segment": [clip["segment_start"], clip["segment_end"]]
+        if clip.get("segment_start") is not None
+        else None,
     }
 
 
-def _cut_window(cfg: PreprocessConfig, span_start: float, frames: list[bytes], audio: np.ndarray | None, w: ClipWindow) -> tuple[list[bytes], np.ndarray]:
+def _cut_window(
+    cfg: PreprocessConfig,
+    span_start: float,
+    frames: list[bytes],
+    audio: np.ndarray | None,
+    w: ClipWindow,
+) -> tuple[list[bytes], np.ndarray]:
     """Slice one window out of a decoded span; raise DecodeError if the file ends early."""
     n_frames = round((w.end - w.start) * cfg.fps)
     first = round((w.start - span_start) * cfg.fps)
@@ -101,7 +118,9 @@ def _cut_window(cfg: PreprocessConfig, span_start: float, frames: list[bytes], a
     missing = n_frames - len(got)
     if not got or missing > MAX_MISSING_FRAMES:
         t_end = span_start + len(frames) / cfg.fps
-        raise DecodeError(f"video ends early: decoded frames reach {t_end:.2f}s, window needs {w.end:.2f}s")
+        raise DecodeError(
+            f"video ends early: decoded frames reach {t_end:.2f}s, window needs {w.end:.2f}s"
+        )
     got = got + [got[-1]] * missing  # repeat the last frame for a rounding shortfall
     n_samples = round((w.end - w.start) * cfg.sample_rate)
     if audio is None:
@@ -110,7 +129,9 @@ def _cut_window(cfg: PreprocessConfig, span_start: float, frames: list[bytes], a
     wav = audio[offset : offset + n_samples]
     if n_samples - len(wav) > MAX_MISSING_AUDIO_S * cfg.sample_rate:
         t_end = span_start + len(audio) / cfg.sample_rate
-        raise DecodeError(f"audio ends early: decoded audio reaches {t_end:.2f}s, window needs {w.end:.2f}s")
+        raise DecodeError(
+            f"audio ends early: decoded audio reaches {t_end:.2f}s, window needs {w.end:.2f}s"
+        )
     return got, np.pad(wav, (0, n_samples - len(wav)))
 
 
@@ -126,24 +147,48 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
     errors: list[ErrorRow] = []
     with wds.TarWriter(str(tmp)) as sink:
         for clip in shard["clips"]:
-            windows = [ClipWindow(w["start"], w["end"], w["anchor"], [Caption(**c) for c in w["captions"]]) for w in clip["windows"]]
+            windows = [
+                ClipWindow(w["start"], w["end"], w["anchor"], [Caption(**c) for c in w["captions"]])
+                for w in clip["windows"]
+            ]
             span_start = min(w.start for w in windows)
             span_end = max(w.end for w in windows)
             try:
                 span = decode_span(
-                    clip["path"], span_start, span_end - span_start + 1.0 / cfg.fps,
-                    fps=cfg.fps, short_side=cfg.short_side, sample_rate=cfg.sample_rate,
-                    qscale=cfg.jpeg_qscale, has_audio=clip["has_audio"],
+                    clip["path"],
+                    span_start,
+                    span_end - span_start + 1.0 / cfg.fps,
+                    fps=cfg.fps,
+                    short_side=cfg.short_side,
+                    sample_rate=cfg.sample_rate,
+                    qscale=cfg.jpeg_qscale,
+                    has_audio=clip["has_audio"],
                 )
             except DecodeError as e:
                 for w in windows:
-                    errors.append(ErrorRow(clip["source"], clip["video_id"], "decode", f"window {w.start:.2f}-{w.end:.2f}s: {e}", clip["path"]))
+                    errors.append(
+                        ErrorRow(
+                            clip["source"],
+                            clip["video_id"],
+                            "decode",
+                            f"window {w.start:.2f}-{w.end:.2f}s: {e}",
+                            clip["path"],
+                        )
+                    )
                 continue
             for w in windows:
                 try:
                     frames, audio = _cut_window(cfg, span_start, span.frames, span.audio, w)
                 except DecodeError as e:
-                    errors.append(ErrorRow(clip["source"], clip["video_id"], "decode", f"window {w.start:.2f}-{w.end:.2f}s: {e}", clip["path"]))
+                    errors.append(
+                        ErrorRow(
+                            clip["source"],
+                            clip["video_id"],
+                            "decode",
+                            f"window {w.start:.2f}-{w.end:.2f}s: {e}",
+                            clip["path"],
+                        )
+                    )
                     continue
                 meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
                 sink.write(encode_sample(meta, frames, audio))

@@ -54,7 +54,9 @@ def parse_caption_entry(
         err("caption entry: start, end and text must be lists")
         return None, errors
     if not len(starts) == len(ends) == len(texts):
-        err(f"caption entry: start/end/text lengths differ ({len(starts)}/{len(ends)}/{len(texts)})")
+        err(
+            f"caption entry: start/end/text lengths differ ({len(starts)}/{len(ends)}/{len(texts)})"
+        )
         return None, errors
     captions: list[Caption] = []
     for i, (s, e, t) in enumerate(zip(starts, ends, texts)):
@@ -78,27 +80,63 @@ def parse_caption_entry(
     return captions, errors
 
 
-def read_howto100m(videos: str | Path, caption_json: str | Path) -> tuple[list[InputVideo], list[ErrorRow]]:
+def read_howto100m(
+    videos: str | Path, caption_json: str | Path
+) -> tuple[list[InputVideo], list[ErrorRow]]:
     """caption.json ({video_id: {start, end, text}}) + a video folder -> inputs, errors."""
     cap_path = str(caption_json)
     errors: list[ErrorRow] = []
     try:
         raw = Path(caption_json).read_bytes()
     except OSError as e:
-        return [], [ErrorRow("howto100m", "", "captions", f"cannot read {cap_path}: {e.strerror}", cap_path)]
+        return [], [
+            ErrorRow("howto100m", "", "captions", f"cannot read {cap_path}: {e.strerror}", cap_path)
+        ]
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        return [], [ErrorRow("howto100m", "", "captions", f"{cap_path} is not UTF-8 ({e.reason} at byte {e.start})", cap_path)]
+        return [], [
+            ErrorRow(
+                "howto100m",
+                "",
+                "captions",
+                f"{cap_path} is not UTF-8 ({e.reason} at byte {e.start})",
+                cap_path,
+            )
+        ]
     except json.JSONDecodeError as e:
-        return [], [ErrorRow("howto100m", "", "captions", f"{cap_path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", cap_path)]
+        return [], [
+            ErrorRow(
+                "howto100m",
+                "",
+                "captions",
+                f"{cap_path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                cap_path,
+            )
+        ]
     if not isinstance(data, dict):
-        return [], [ErrorRow("howto100m", "", "captions", f"{cap_path}: top level must be an object keyed by video id", cap_path)]
+        return [], [
+            ErrorRow(
+                "howto100m",
+                "",
+                "captions",
+                f"{cap_path}: top level must be an object keyed by video id",
+                cap_path,
+            )
+        ]
 
     try:
         files = index_videos(videos)
     except OSError as e:
-        return [], [ErrorRow("howto100m", "", "input", f"cannot list video folder {videos}: {e.strerror}", str(videos))]
+        return [], [
+            ErrorRow(
+                "howto100m",
+                "",
+                "input",
+                f"cannot list video folder {videos}: {e.strerror}",
+                str(videos),
+            )
+        ]
     inputs: list[InputVideo] = []
     for video_id in sorted(data):
         captions, errs = parse_caption_entry(video_id, data[video_id], cap_path)
@@ -107,36 +145,89 @@ def read_howto100m(videos: str | Path, caption_json: str | Path) -> tuple[list[I
             continue
         path = files.get(video_id)
         if path is None:
-            errors.append(ErrorRow("howto100m", video_id, "input", f"missing video for caption entry (no {video_id}.mp4/.webm/.mkv in {videos})", str(videos)))
+            errors.append(
+                ErrorRow(
+                    "howto100m",
+                    video_id,
+                    "input",
+                    f"missing video for caption entry (no {video_id}.mp4/.webm/.mkv in {videos})",
+                    str(videos),
+                )
+            )
             continue
         inputs.append(InputVideo("howto100m", video_id, video_id, str(path), captions=captions))
     for stem in sorted(set(files) - set(data)):
-        errors.append(ErrorRow("howto100m", stem, "input", "video has no caption entry; skipped", str(files[stem]), fatal=False))
+        errors.append(
+            ErrorRow(
+                "howto100m",
+                stem,
+                "input",
+                "video has no caption entry; skipped",
+                str(files[stem]),
+                fatal=False,
+            )
+        )
     return inputs, errors
 
 
-def read_audioset(videos: str | Path, segments_csv: str | Path) -> tuple[list[InputVideo], list[ErrorRow]]:
+def read_audioset(
+    videos: str | Path, segments_csv: str | Path
+) -> tuple[list[InputVideo], list[ErrorRow]]:
     """An AudioSet segments CSV (three '#' header lines) + a clip folder -> inputs, errors.
     Clip files may be named <YTID>_<start>_<end>.<ext> (any number format) or <YTID>.<ext>."""
     seg_path = str(segments_csv)
     try:
         text = Path(segments_csv).read_bytes().decode("utf-8")
     except OSError as e:
-        return [], [ErrorRow("audioset", "", "segments", f"cannot read {seg_path}: {e.strerror}", seg_path)]
+        return [], [
+            ErrorRow("audioset", "", "segments", f"cannot read {seg_path}: {e.strerror}", seg_path)
+        ]
     except UnicodeDecodeError as e:
-        return [], [ErrorRow("audioset", "", "segments", f"{seg_path} is not UTF-8 ({e.reason} at byte {e.start})", seg_path)]
+        return [], [
+            ErrorRow(
+                "audioset",
+                "",
+                "segments",
+                f"{seg_path} is not UTF-8 ({e.reason} at byte {e.start})",
+                seg_path,
+            )
+        ]
     lines = text.splitlines()
     header = [ln for ln in lines[:3] if ln.startswith("#")]
     if len(header) != 3:
-        return [], [ErrorRow("audioset", "", "segments", f"{seg_path}: expected three '#' header lines, found {len(header)}", seg_path)]
+        return [], [
+            ErrorRow(
+                "audioset",
+                "",
+                "segments",
+                f"{seg_path}: expected three '#' header lines, found {len(header)}",
+                seg_path,
+            )
+        ]
     columns = [c.strip() for c in header[2].lstrip("#").split(",")]
     if columns != AUDIOSET_HEADER:
-        return [], [ErrorRow("audioset", "", "segments", f"{seg_path}: third header line must be '# {', '.join(AUDIOSET_HEADER)}', got {header[2]!r}", seg_path)]
+        return [], [
+            ErrorRow(
+                "audioset",
+                "",
+                "segments",
+                f"{seg_path}: third header line must be '# {', '.join(AUDIOSET_HEADER)}', got {header[2]!r}",
+                seg_path,
+            )
+        ]
 
     try:
         files = index_videos(videos)
     except OSError as e:
-        return [], [ErrorRow("audioset", "", "input", f"cannot list clip folder {videos}: {e.strerror}", str(videos))]
+        return [], [
+            ErrorRow(
+                "audioset",
+                "",
+                "input",
+                f"cannot list clip folder {videos}: {e.strerror}",
+                str(videos),
+            )
+        ]
     by_segment: dict[tuple[str, float, float], Path] = {}
     by_ytid: dict[str, Path] = {}
     for stem, p in files.items():
@@ -155,25 +246,76 @@ def read_audioset(videos: str | Path, segments_csv: str | Path) -> tuple[list[In
             continue
         ytid = row[0].strip() if row else ""
         if len(row) != 4:
-            errors.append(ErrorRow("audioset", ytid, "segments", f"{seg_path} line {lineno}: expected 4 fields, got {len(row)}", seg_path))
+            errors.append(
+                ErrorRow(
+                    "audioset",
+                    ytid,
+                    "segments",
+                    f"{seg_path} line {lineno}: expected 4 fields, got {len(row)}",
+                    seg_path,
+                )
+            )
             continue
         try:
             start, end = float(row[1]), float(row[2])
         except ValueError:
-            errors.append(ErrorRow("audioset", ytid, "segments", f"{seg_path} line {lineno}: start/end are not numbers ({row[1]!r}, {row[2]!r})", seg_path))
+            errors.append(
+                ErrorRow(
+                    "audioset",
+                    ytid,
+                    "segments",
+                    f"{seg_path} line {lineno}: start/end are not numbers ({row[1]!r}, {row[2]!r})",
+                    seg_path,
+                )
+            )
             continue
         if not ytid or start < 0 or end <= start:
-            errors.append(ErrorRow("audioset", ytid, "segments", f"{seg_path} line {lineno}: bad segment (ytid={ytid!r}, start={start}, end={end})", seg_path))
+            errors.append(
+                ErrorRow(
+                    "audioset",
+                    ytid,
+                    "segments",
+                    f"{seg_path} line {lineno}: bad segment (ytid={ytid!r}, start={start}, end={end})",
+                    seg_path,
+                )
+            )
             continue
         labels = [x.strip() for x in row[3].split(",") if x.strip()]
         clip_id = f"{ytid}_{start:.3f}_{end:.3f}"
         if clip_id in seen:
-            errors.append(ErrorRow("audioset", ytid, "segments", f"{seg_path} line {lineno}: duplicate segment {clip_id}; skipped", seg_path, fatal=False))
+            errors.append(
+                ErrorRow(
+                    "audioset",
+                    ytid,
+                    "segments",
+                    f"{seg_path} line {lineno}: duplicate segment {clip_id}; skipped",
+                    seg_path,
+                    fatal=False,
+                )
+            )
             continue
         seen.add(clip_id)
         path = by_segment.get((ytid, round(start, 3), round(end, 3))) or by_ytid.get(ytid)
         if path is None:
-            errors.append(ErrorRow("audioset", ytid, "input", f"missing clip file for segment {clip_id} in {videos}", str(videos)))
+            errors.append(
+                ErrorRow(
+                    "audioset",
+                    ytid,
+                    "input",
+                    f"missing clip file for segment {clip_id} in {videos}",
+                    str(videos),
+                )
+            )
             continue
-        inputs.append(InputVideo("audioset", ytid, clip_id, str(path), labels=labels, segment_start=start, segment_end=end))
+        inputs.append(
+            InputVideo(
+                "audioset",
+                ytid,
+                clip_id,
+                str(path),
+                labels=labels,
+                segment_start=start,
+                segment_end=end,
+            )
+        )
     return inputs, errors

@@ -20,7 +20,9 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 65536) -> Tokenizer:
     tok = Tokenizer(WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.StripAccents()])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.StripAccents()]
+    )
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK], min_frequency=1)
     tok.train_from_iterator(texts, trainer=trainer)
@@ -39,7 +41,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return Tokenizer.from_file(str(p / TOKENIZER_FILE if p.is_dir() else p))
 
 
-def encode_captions(tok: Tokenizer, texts: list[str], num_captions: int = 5, max_words: int = 16) -> np.ndarray:
+def encode_captions(
+    tok: Tokenizer, texts: list[str], num_captions: int = 5, max_words: int = 16
+) -> np.ndarray:
     """Captions -> int64 ids [K, L] (K = num_captions, L = max_words), zero-padded/truncated.
     Missing captions are all-zero rows (the model treats id 0 as padding)."""
     ids = np.zeros((num_captions, max_words), dtype=np.int64)

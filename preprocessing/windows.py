@@ -39,6 +39,7 @@ def nearest_captions(captions: list[Caption], anchor: int, k: int) -> list[int]:
     n = len(captions)
     if not 0 <= anchor < n:
         raise ValueError(f"anchor {anchor} out of range for {n} captions")
+
     def mid(c: Caption) -> float:
         return (c.start + c.end) / 2
 
@@ -74,10 +75,28 @@ def clamp_captions(
     errors: list[ErrorRow] = []
     for i, c in enumerate(captions):
         if c.start >= duration:
-            errors.append(ErrorRow("howto100m", video_id, "captions", f"caption {i} starts at {c.start:.2f}s, after the video ends ({duration:.2f}s); dropped", path, fatal=False))
+            errors.append(
+                ErrorRow(
+                    "howto100m",
+                    video_id,
+                    "captions",
+                    f"caption {i} starts at {c.start:.2f}s, after the video ends ({duration:.2f}s); dropped",
+                    path,
+                    fatal=False,
+                )
+            )
             continue
         if c.end > duration:
-            errors.append(ErrorRow("howto100m", video_id, "captions", f"caption {i} ends at {c.end:.2f}s, after the video ends ({duration:.2f}s); clamped", path, fatal=False))
+            errors.append(
+                ErrorRow(
+                    "howto100m",
+                    video_id,
+                    "captions",
+                    f"caption {i} ends at {c.end:.2f}s, after the video ends ({duration:.2f}s); clamped",
+                    path,
+                    fatal=False,
+                )
+            )
             c = Caption(c.text, c.start, duration)
         kept.append(c)
     return kept, errors

@@ -23,9 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", help="a .tar shard, a shards/ folder, or a preprocess OUT folder")
     p.add_argument("--limit", type=int, default=20, help="samples to show (default 20, 0 = all)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per sample instead of text")
-    p.add_argument("--contact-sheet", metavar="PNG", help="write a grid of frames with captions to PNG")
-    p.add_argument("--sheet-samples", type=int, default=8, help="samples on the contact sheet (default 8)")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object per sample instead of text"
+    )
+    p.add_argument(
+        "--contact-sheet", metavar="PNG", help="write a grid of frames with captions to PNG"
+    )
+    p.add_argument(
+        "--sheet-samples", type=int, default=8, help="samples on the contact sheet (default 8)"
+    )
     p.set_defaults(func=run)
 
 
@@ -56,10 +62,14 @@ def contact_sheet(samples: list[dict], path: str, frames_per_row: int = 6) -> No
     import matplotlib.pyplot as plt
 
     rows = len(samples)
-    fig, axes = plt.subplots(rows, frames_per_row, figsize=(2.0 * frames_per_row, 2.0 * rows + 0.2), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, frames_per_row, figsize=(2.0 * frames_per_row, 2.0 * rows + 0.2), squeeze=False
+    )
     for r, s in enumerate(samples):
         video = s["video"]
-        idx = [round(i * (len(video) - 1) / max(1, frames_per_row - 1)) for i in range(frames_per_row)]
+        idx = [
+            round(i * (len(video) - 1) / max(1, frames_per_row - 1)) for i in range(frames_per_row)
+        ]
         for c, i in enumerate(idx):
             ax = axes[r][c]
             ax.imshow(video[i])
@@ -89,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     shards = list_shards(args.path)
     if not shards:
         raise UsageError(f"{args.path}: no .tar shards found")
-    limit = None if args.limit == 0 else max(args.limit, args.sheet_samples if args.contact_sheet else 0)
+    limit = (
+        None
+        if args.limit == 0
+        else max(args.limit, args.sheet_samples if args.contact_sheet else 0)
+    )
     sheet: list[dict] = []
     count = 0
     for raw in itertools.islice(iter_samples(shards), limit):

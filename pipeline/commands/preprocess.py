@@ -36,10 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", help="AudioSet segments CSV (balanced_train_segments.csv style)")
     p.add_argument("--out", help="output folder (shards/, summary.json, errors.parquet, ...)")
     p.add_argument("--config", help="YAML file with config keys (flags and KEY=VALUE win over it)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
+    )
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. fps=8 short_side=224")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. fps=8 short_side=224",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,5 +105,3 @@ def run(args: argparse.Namespace) -> int:
     if summary["samples_written"] == 0:
         raise JobFailed(f"no samples written; see {cfg.out}/errors.parquet")
     return 0
-
-

@@ -1,0 +1,297 @@
+"""Preprocessing throughput vs the ffmpeg decode-only limit, and shard encoding choices.
+
+Prints one JSON object. Everything is measured in this one run on the same windows:
+- pipeline clips/s (shard stage and whole job) with an embedded Ray of 1 and of 2 CPUs;
+- the decode-only limit: the same ffmpeg decode of the same spans to raw RGB + PCM in
+  memory, with nothing else, run with 1 and 2 concurrent decodes;
+- bytes per sample and decode cost of the encodings considered for shards
+  (video: per-frame JPEG vs H.264; audio: int16 .npy vs FLAC).
+
+    python benchmarks/preprocess.py [--videos 6] [--out bench_out/preprocess]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from preprocessing.config import PreprocessConfig  # noqa: E402
+from preprocessing.decode import decode_span, decode_span_raw  # noqa: E402
+from preprocessing.manifest import input_row, plan_clips, probe_row  # noqa: E402
+from preprocessing.shard_format import decode_frames  # noqa: E402
+from preprocessing.sources import read_howto100m  # noqa: E402
+
+
+def plan(cfg: PreprocessConfig) -> list[dict]:
+    inputs, _ = read_howto100m(cfg.videos, cfg.captions)
+    clips, _ = plan_clips(cfg, inputs, [probe_row(input_row(v)) for v in inputs])
+    return clips
+
+
+def spans(cfg: PreprocessConfig, clips: list[dict]) -> list[tuple[str, float, float, bool]]:
+    out = []
+    for c in clips:
+        s = min(w["start"] for w in c["windows"])
+        e = max(w["end"] for w in c["windows"])
+        out.append((c["path"], s, e - s + 1.0 / cfg.fps, c["has_audio"]))
+    return out
+
+
+def decode_limit(cfg: PreprocessConfig, clips: list[dict], workers: int) -> float:
+    """Seconds to decode every clip's span to raw frames + PCM with `workers` concurrent ffmpeg runs."""
+    jobs = spans(cfg, clips)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(
+            pool.map(
+                lambda j: decode_span_raw(
+                    j[0],
+                    j[1],
+                    j[2],
+                    fps=cfg.fps,
+                    short_side=cfg.short_side,
+                    sample_rate=cfg.sample_rate,
+                    has_audio=j[3],
+                ),
+                jobs,
+            )
+        )
+    return time.perf_counter() - t0
+
+
+def pipeline_run(cfg: PreprocessConfig, cpus: int) -> dict:
+    import ray
+
+    from pipeline.ray_runtime import init_ray
+    from preprocessing.jobs import run_preprocess
+
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    t0 = time.perf_counter()
+    init_ray(num_cpus=cpus)
+    t_ray = time.perf_counter() - t0
+    summary = run_preprocess(cfg, show_progress=False)
+    ray.shutdown()
+    return {"summary": summary, "ray_start_s": round(t_ray, 2)}
+
+
+def encoding_costs(cfg: PreprocessConfig, clips: list[dict], n_windows: int = 6) -> dict:
+    """Bytes per window and decode ms per window for video JPEG vs H.264 and audio npy vs FLAC."""
+    windows = [(c, w) for c in clips for w in c["windows"]][:n_windows]
+    res = {
+        "jpeg_bytes": [],
+        "jpeg_decode_ms": [],
+        "h264_bytes": [],
+        "h264_decode_ms": [],
+        "npy_bytes": [],
+        "npy_decode_ms": [],
+        "flac_bytes": [],
+        "flac_decode_ms": [],
+    }
+    train_frames = round(cfg.train_window_seconds * cfg.fps)
+    for c, w in windows:
+        span = decode_span(
+            c["path"],
+            w["start"],
+            w["end"] - w["start"],
+            fps=cfg.fps,
+            short_side=cfg.short_side,
+            sample_rate=cfg.sample_rate,
+            qscale=cfg.jpeg_qscale,
+            has_audio=c["has_audio"],
+        )
+        frames = span.frames
+        res["jpeg_bytes"].append(sum(map(len, frames)))
+        t0 = time.perf_counter()
+        decode_frames(frames[:train_frames])  # the loader decodes only the cropped 3.2 s
+        res["jpeg_decode_ms"].append((time.perf_counter() - t0) * 1e3)
+        # H.264 of the same frames (what an mp4-per-sample shard would hold).
+        h264 = subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-f",
+                "mjpeg",
+                "-framerate",
+                str(cfg.fps),
+                "-i",
+                "pipe:",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "23",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "mp4",
+                "-movflags",
+                "frag_keyframe+empty_moov",
+                "pipe:",
+            ],
+            input=b"".join(frames),
+            capture_output=True,
+            check=True,
+        ).stdout
+        res["h264_bytes"].append(len(h264))
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-i",
+                "pipe:",
+                "-frames:v",
+                str(train_frames),
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "pipe:",
+            ],
+            input=h264,
+            capture_output=True,
+            check=True,
+        )
+        res["h264_decode_ms"].append((time.perf_counter() - t0) * 1e3)
+        audio = (
+            span.audio
+            if span.audio is not None
+            else np.zeros(round(cfg.window_seconds * cfg.sample_rate), np.int16)
+        )
+        buf = io.BytesIO()
+        np.save(buf, audio)
+        res["npy_bytes"].append(buf.tell())
+        t0 = time.perf_counter()
+        np.load(io.BytesIO(buf.getvalue()))
+        res["npy_decode_ms"].append((time.perf_counter() - t0) * 1e3)
+        flac = subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-f",
+                "s16le",
+                "-ar",
+                str(cfg.sample_rate),
+                "-ac",
+                "1",
+                "-i",
+                "pipe:",
+                "-c:a",
+                "flac",
+                "-f",
+                "flac",
+                "pipe:",
+            ],
+            input=audio.tobytes(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        res["flac_bytes"].append(len(flac))
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-i", "pipe:", "-f", "s16le", "pipe:"],
+            input=flac,
+            capture_output=True,
+            check=True,
+        )
+        res["flac_decode_ms"].append((time.perf_counter() - t0) * 1e3)
+    return {k: round(float(np.mean(v)), 2) for k, v in res.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--videos", type=int, default=6, help="HowTo100M-style sample videos to generate"
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench_out" / "preprocess"))
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    out = Path(args.out)
+    corpus = out / "corpus"
+    if not (corpus / "howto100m" / "caption.json").is_file():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "sample-data",
+                str(corpus),
+                "--videos",
+                str(args.videos),
+                "--audioset-clips",
+                "0",
+                "--msrvtt-videos",
+                "0",
+                "--seed",
+                str(args.seed),
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+    base = dict(
+        source="howto100m",
+        videos=str(corpus / "howto100m" / "videos"),
+        captions=str(corpus / "howto100m" / "caption.json"),
+        samples_per_shard=16,
+    )
+
+    cfg = PreprocessConfig(out=str(out / "plan"), **base)
+    clips = plan(cfg)
+    n_windows = sum(len(c["windows"]) for c in clips)
+    limit_1 = decode_limit(cfg, clips, 1)
+    limit_2 = decode_limit(cfg, clips, 2)
+    runs = {
+        cpus: pipeline_run(PreprocessConfig(out=str(out / f"shards_{cpus}cpu"), **base), cpus)
+        for cpus in (1, 2)
+    }
+    enc = encoding_costs(cfg, clips)
+
+    # The shard stage (decode + JPEG + VAD + tar, on Ray Data) is what the decode-only limit
+    # bounds; the whole job adds listing, probing and the vocabulary.
+    rate = {
+        c: r["summary"]["samples_written"] / r["summary"]["shard_stage_seconds"]
+        for c, r in runs.items()
+    }
+    job_rate = {c: r["summary"]["clips_per_s"] for c, r in runs.items()}
+    lim = {1: n_windows / limit_1, 2: n_windows / limit_2}
+    report = {
+        "windows": n_windows,
+        "videos": len(clips),
+        "video_seconds_decoded": round(sum(s[2] for s in spans(cfg, clips)), 1),
+        "cpu_count": os.cpu_count(),
+        "pipeline_clips_per_s": {f"{c}cpu": round(v, 3) for c, v in rate.items()},
+        "whole_job_clips_per_s": {f"{c}cpu": v for c, v in job_rate.items()},
+        "decode_only_limit_clips_per_s": {f"{c}cpu": round(v, 3) for c, v in lim.items()},
+        "ratio_pipeline_to_limit": {f"{c}cpu": round(rate[c] / lim[c], 3) for c in rate},
+        "speedup_2cpu_vs_1cpu": round(rate[2] / rate[1], 3),
+        "limit_speedup_2_vs_1": round(lim[2] / lim[1], 3),
+        "ray_start_s": {f"{c}cpu": r["ray_start_s"] for c, r in runs.items()},
+        "bytes_per_sample": runs[2]["summary"]["bytes_per_sample"],
+        "encodings_per_window": enc,
+        "targets": {"ratio_pipeline_to_limit": ">= 0.7", "speedup_2cpu_vs_1cpu": ">= 1.7"},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""`vatt model-info`: parameter counts per tower and analytic FLOPs of a model preset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.errors import UsageError
+from training.model import PRESETS, build_model, make_config
+from training.model.flops import forward_flops
+from training.model.presets import PAPER_PRESET_PARAMS_M, resolve_preset
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "model-info",
+        help="parameter counts and FLOPs of a model preset",
+        description=(
+            "Print per-tower parameter counts (tokenizer+positions, backbone, heads) and "
+            "analytic forward FLOPs per example of a VATT preset. The model is built on the "
+            "meta device, so even Large is instant and allocates nothing."
+        ),
+    )
+    parser.add_argument(
+        "--preset", default="MBS", help=f"model preset: {', '.join(PRESETS)} (default MBS)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--droptoken-rate",
+        type=float,
+        default=None,
+        help="dropped fraction of video/audio tokens (default: the preset's, 0.5; 0 = eval)",
+    )
+    parser.add_argument("--frames", type=int, default=None, help="video frames (default: preset)")
+    parser.add_argument("--size", default=None, metavar="HxW", help="frame size, e.g. 320x320")
+    parser.add_argument(
+        "--audio-samples", type=int, default=None, help="audio samples (default: preset)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size is None:
+        return None, None
+    try:
+        height, width = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {size!r}: expected HxW, e.g. 224x224") from None
+    return height, width
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        preset = resolve_preset(args.preset)
+    except ValueError:
+        raise UsageError(f"unknown preset {args.preset} (choose from {', '.join(PRESETS)})") from None
+    height, width = _parse_size(args.size)
+    cfg = make_config(preset)
+    try:
+        flops = forward_flops(
+            cfg,
+            droptoken_rate=args.droptoken_rate,
+            frames=args.frames,
+            height=height,
+            width=width,
+            audio_samples=args.audio_samples,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    model = build_model(preset, device="meta")
+    params = model.parameter_counts()
+    params_total = sum(part["total"] for part in params.values())
+    tok = cfg.tokenizer
+    report = {
+        "preset": preset,
+        "input": {
+            "frames": args.frames or tok.frames,
+            "height": height or tok.height,
+            "width": width or tok.width,
+            "audio_samples": args.audio_samples or tok.audio_samples,
+            "captions": tok.captions,
+            "words": tok.words,
+        },
+        "droptoken_rate": cfg.droptoken_rate if args.droptoken_rate is None else args.droptoken_rate,
+        "params": params,
+        "params_total": params_total,
+        # The paper's preset totals leave the text word embedding out (docs/model.md).
+        "params_total_without_word_embedding": params_total
+        - model.text_embed.tokenizer.embed.weight.numel(),
+        "params_paper_m": PAPER_PRESET_PARAMS_M.get(preset),
+        "flops_forward": {m: flops[m] for m in ("video", "audio", "text")},
+        "flops_forward_total": flops["forward"],
+        "flops_training_total": flops["training"],
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    inp = report["input"]
+    print(
+        f"VATT {preset}: video {inp['frames']}x{inp['height']}x{inp['width']}, audio "
+        f"{inp['audio_samples']} samples, text {inp['captions']}x{inp['words']} words, "
+        f"DropToken {report['droptoken_rate']}"
+    )
+    print(f"{'tower':<8}{'tokenizer':>12}{'backbone':>12}{'head':>10}{'total':>12}{'GFLOP fwd':>12}")
+    for tower, part in params.items():
+        gflop = flops[tower]["total"] / 1e9 if tower in flops else float("nan")
+        print(
+            f"{tower:<8}{part['tokenizer'] / 1e6:>11.2f}M{part['backbone'] / 1e6:>11.2f}M"
+            f"{part['head'] / 1e6:>9.2f}M{part['total'] / 1e6:>11.2f}M{gflop:>12.1f}"
+        )
+    paper = report["params_paper_m"]
+    paper_note = f" (paper: {paper:.0f}M; docs/model.md says what each counts)" if paper else ""
+    print(
+        f"total params {params_total / 1e6:.2f}M, without the text word embedding "
+        f"{report['params_total_without_word_embedding'] / 1e6:.2f}M{paper_note}"
+    )
+    print(
+        f"forward {flops['forward'] / 1e9:.1f} GFLOP/example, training (3x) "
+        f"{flops['training'] / 1e12:.3f} TFLOP/example"
+    )
+    return 0
+

@@ -1,0 +1,164 @@
+"""`vatt sample-data OUT`: write the built-in synthetic HowTo100M / AudioSet / MSR-VTT corpus."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from pipeline.errors import JobFailed, UsageError
+from preprocessing.sample_corpus import (
+    SampleCorpusConfig,
+    SampleCorpusError,
+    SampleCorpusSummary,
+    generate_sample_corpus,
+)
+
+_DEFAULTS = SampleCorpusConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample-data",
+        help="generate a small synthetic corpus in the real HowTo100M / AudioSet / MSR-VTT formats",
+        description=(
+            "Write H.264/AAC videos made with ffmpeg (moving coloured shapes, tones, noise) and "
+            "espeak-ng speech, with HowTo100M caption.json, AudioSet segments.csv and an MSR-VTT "
+            "test CSV. Each video has a latent topic that decides what is seen, heard and said "
+            "(ground truth in OUT/topics.json). The same --seed gives the same captions, ids and "
+            "CSVs."
+        ),
+        epilog=(
+            "examples:\n"
+            "  vatt sample-data data/sample\n"
+            "  vatt sample-data data/tiny --videos 3 --audioset-clips 2 --msrvtt-videos 2\n"
+            "then: vatt preprocess howto100m --videos data/sample/howto100m/videos "
+            "--captions data/sample/howto100m/caption.json --out shards/howto"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("out", metavar="OUT", help="output folder (created; must be empty)")
+    p.add_argument(
+        "--videos",
+        type=int,
+        default=_DEFAULTS.videos,
+        help=f"HowTo100M-style videos, 20-90 s with spoken captions (default {_DEFAULTS.videos})",
+    )
+    p.add_argument(
+        "--audioset-clips",
+        type=int,
+        default=_DEFAULTS.audioset_clips,
+        help=f"AudioSet-style 10 s clips without speech (default {_DEFAULTS.audioset_clips})",
+    )
+    p.add_argument(
+        "--msrvtt-videos",
+        type=int,
+        default=_DEFAULTS.msrvtt_videos,
+        help=f"held-out MSR-VTT-style test videos (default {_DEFAULTS.msrvtt_videos})",
+    )
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="content seed (default 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_DEFAULTS.workers,
+        help=f"parallel encoders (default: CPU count, {_DEFAULTS.workers}); never changes content",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier sample corpus in OUT"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> SampleCorpusConfig:
+    try:
+        return SampleCorpusConfig(
+            videos=args.videos,
+            audioset_clips=args.audioset_clips,
+            msrvtt_videos=args.msrvtt_videos,
+            seed=args.seed,
+            workers=args.workers,
+        )
+    except ValueError as e:
+        raise UsageError(_flag_names(str(e))) from None
+
+
+def _flag_names(message: str) -> str:
+    """'audioset_clips must be ...' -> '--audioset-clips must be ...' (name the flag to change)."""
+    for name in ("audioset_clips", "msrvtt_videos", "videos", "seed", "workers"):
+        if message.startswith(name + " "):
+            return "--" + name.replace("_", "-") + message[len(name) :]
+    return message
+
+
+def expected_windows(s: SampleCorpusSummary, clip_seconds: float) -> tuple[int, int]:
+    """(caption windows, audioset windows) under `vatt preprocess`'s default window rule:
+    captions start >= 2.5 s apart (more than half a window), so each caption gets a window."""
+    import dataclasses
+
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.windows import segment_windows
+
+    defaults = {f.name: f.default for f in dataclasses.fields(PreprocessConfig)}
+    per_clip = len(
+        segment_windows(clip_seconds, defaults["window_seconds"], defaults["train_window_seconds"])
+    )
+    return s.captions, s.audioset_clips * per_clip
+
+
+def print_summary(s: SampleCorpusSummary, file=sys.stdout, clip_seconds: float = 10.0) -> None:
+    minutes = s.video_seconds / 60
+    caption_windows, audio_windows = expected_windows(s, clip_seconds)
+    rows = [
+        ("howto100m videos (captions)", f"{s.howto_videos} ({s.captions})"),
+        ("audioset clips", f"{s.audioset_clips}"),
+        ("msrvtt test videos", f"{s.msrvtt_videos}"),
+        ("video in total", f"{minutes:.1f} min"),
+        (
+            "windows expected",
+            f"{caption_windows + audio_windows} "
+            f"({caption_windows} caption + {audio_windows} audioset)",
+        ),
+        ("size", f"{s.total_bytes / 1e6:.1f} MB"),
+        ("seconds", f"{s.seconds:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"\nsample-data summary ({s.out_dir})", file=file)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}", file=file)
+    howto = s.out_dir / "howto100m"
+    print(
+        f"next: vatt preprocess howto100m --videos {howto / 'videos'} "
+        f"--captions {howto / 'caption.json'} --out SHARDS",
+        file=file,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    bar = None
+
+    def on_progress(done: int, total: int, name: str) -> None:
+        # Created on the first call, i.e. after the output folder passed its checks, so a
+        # usage error stays a single stderr line.
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:
+            bar = tqdm(total=total, unit="file", desc="sample-data", file=sys.stderr)
+        if done:
+            bar.update(1)
+            bar.set_postfix_str(name.rsplit("/", 1)[-1], refresh=False)
+
+    try:
+        summary = generate_sample_corpus(args.out, config, args.overwrite, on_progress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except SampleCorpusError as e:
+        raise JobFailed(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print_summary(summary)
+    return 0

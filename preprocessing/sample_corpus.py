@@ -1,0 +1,915 @@
+"""Built-in sample corpus: synthetic HowTo100M / AudioSet / MSR-VTT look-alikes in their real file formats.
+
+Every video has a latent topic that decides what is seen (background colour, a moving shape),
+heard (a tone or noise family) and said (espeak-ng speech of captions drawn from the topic's
+words), so a model trained on it can learn to match text, audio and video by topic.
+Real encoders only (ffmpeg lavfi sources, libx264 + AAC, espeak-ng); the same seed gives the
+same captions, CSVs and ground truth.
+
+Output layout under OUT (file-naming rule in `audioset_file_name`):
+    howto100m/videos/<video_id>.mp4          video_id: 11 chars of [A-Za-z0-9_-] (YouTube-like)
+    howto100m/caption.json                   {video_id: {"start": [s], "end": [s], "text": [str]}}
+    audioset/videos/<YTID>_<start>_<end>.mp4 e.g. -0RWZT-miFs_420.000_430.000.mp4 (10 s, no speech)
+    audioset/segments.csv                    three '#' header lines, then `YTID, start, end, "mids"`
+    audioset/class_labels_indices.csv        index,mid,display_name
+    msrvtt/videos/video<N>.mp4               held-out retrieval test videos (10-15 s)
+    msrvtt/msrvtt_test.csv                   key,vid_key,video_id,sentence
+    topics.json                              topics, the topic of every file, seed, version
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+GENERATOR = "vatt-sample-corpus"
+# Bump when the same seed would produce different content (captions, ids, topics).
+GENERATOR_VERSION = "1"
+
+# A training window is 32 frames at 10 fps (spec §1); used only to report expected windows.
+WINDOW_S = 3.2
+
+RESOLUTIONS: tuple[tuple[int, int], ...] = ((320, 240), (426, 240), (360, 360), (240, 320))
+FRAME_RATES: tuple[int, ...] = (24, 25, 30)
+AUDIO_RATE = 44100  # YouTube's usual AAC rate: decoders must resample to 48 kHz themselves.
+ESPEAK_RATE = 22050  # espeak-ng always writes 22.05 kHz mono int16.
+ESPEAK_VOICES = ("en-us", "en-gb", "en-us+f3", "en+m3")
+SEGMENTS_CREATED_LINE = "# Segments csv created Sun Mar  5 10:54:31 2017"
+SEGMENTS_COLUMNS_LINE = "# YTID, start_seconds, end_seconds, positive_labels"
+MSRVTT_HEADER = ("key", "vid_key", "video_id", "sentence")
+# Real MSR-VTT test videos are video7010-video9999.
+_MSRVTT_NUMBERS = range(7010, 10000)
+_MSRVTT_MAX_VIDEOS = len(_MSRVTT_NUMBERS)
+# A YouTube id is 64 bits in 11 base64 chars: the last char holds 4 bits, so it is one of 16.
+_YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_YT_LAST = "AEIMQUYcgkosw048"
+
+# Words that carry no topic, so a caption is not just a bag of topic words.
+FILLER_WORDS = tuple(
+    "now we the then and a little next so this some with you just here take".split()
+)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One latent topic: what a video of it shows, sounds like and says."""
+
+    name: str
+    activity: str  # used in MSR-VTT sentences: "a person is <activity> ..."
+    words: tuple[str, ...]
+    colour: str  # background, 0xRRGGBB
+    shape_colour: str
+    shape: tuple[float, float]  # shape width, height as fractions of min(W, H)
+    motion: str  # key of _MOTIONS
+    speed: float  # screen fractions (or turns / blinks) per second
+    sound: str  # key of _SOUNDS
+    frequency: float  # Hz for tones; ignored for noise
+    level: float  # AudioSet amplitude, chosen so webrtcvad(2) mostly says "no speech"
+    mid: str  # AudioSet-style label id of the topic's sound
+
+
+# Each topic differs from the others in colour, shape, motion and sound at the same time.
+# Levels are low on purpose: webrtcvad is mostly energy-driven and called loud or pulsing
+# tones "speech" (measured: 0.3 -> 60-100% of frames); at these levels, over +-8% frequency and
+# +-15% level jitter, it flags at most 3% of AudioSet frames.
+TOPICS: tuple[Topic, ...] = (
+    Topic(
+        name="baking",
+        activity="baking bread",
+        words=("flour", "oven", "dough", "sugar", "butter", "knead", "whisk", "bread"),
+        colour="0xd08030",
+        shape_colour="0xfff0c0",
+        shape=(0.3, 0.3),
+        motion="right",
+        speed=0.25,
+        sound="hum",
+        frequency=230.0,
+        level=0.04,
+        mid="/m/0vatt00",
+    ),
+    Topic(
+        name="gardening",
+        activity="gardening",
+        words=("soil", "seeds", "plant", "garden", "shovel", "roots", "flowers", "compost"),
+        colour="0x30a040",
+        shape_colour="0x603010",
+        shape=(0.15, 0.45),
+        motion="up",
+        speed=0.2,
+        sound="pink",
+        frequency=0.0,
+        level=0.07,
+        mid="/m/0vatt01",
+    ),
+    Topic(
+        name="guitar",
+        activity="playing the guitar",
+        words=("guitar", "strings", "chord", "strum", "frets", "melody", "tuning", "pick"),
+        colour="0x7040b0",
+        shape_colour="0xffd700",
+        shape=(0.5, 0.12),
+        motion="circle",
+        speed=0.3,
+        sound="vibrato",
+        frequency=750.0,
+        level=0.06,
+        mid="/m/0vatt02",
+    ),
+    Topic(
+        name="car repair",
+        activity="repairing a car",
+        words=("engine", "wrench", "tire", "oil", "bolt", "brake", "battery", "jack"),
+        colour="0x506070",
+        shape_colour="0xff3020",
+        shape=(0.35, 0.2),
+        motion="left",
+        speed=0.3,
+        sound="brown",
+        frequency=0.0,
+        level=0.04,
+        mid="/m/0vatt03",
+    ),
+    Topic(
+        name="painting",
+        activity="painting a picture",
+        words=("brush", "canvas", "paint", "palette", "stroke", "easel", "colors", "sketch"),
+        colour="0xc03030",
+        shape_colour="0x20d0f0",
+        shape=(0.2, 0.2),
+        motion="diagonal",
+        speed=0.2,
+        sound="tremolo",
+        frequency=440.0,
+        level=0.05,
+        mid="/m/0vatt04",
+    ),
+    Topic(
+        name="fishing",
+        activity="fishing on a lake",
+        words=("lake", "rod", "bait", "hook", "fish", "boat", "reel", "net"),
+        colour="0x2060c0",
+        shape_colour="0xf0f0f0",
+        shape=(0.4, 0.1),
+        motion="down",
+        speed=0.15,
+        sound="water",
+        frequency=0.0,
+        level=0.1,
+        mid="/m/0vatt05",
+    ),
+    Topic(
+        name="knitting",
+        activity="knitting a scarf",
+        words=("yarn", "needle", "stitch", "wool", "knit", "scarf", "loop", "sweater"),
+        colour="0xe070b0",
+        shape_colour="0x402060",
+        shape=(0.25, 0.25),
+        motion="shake",
+        speed=0.8,
+        sound="beep",
+        frequency=1150.0,
+        level=0.07,
+        mid="/m/0vatt06",
+    ),
+    Topic(
+        name="woodworking",
+        activity="working with wood",
+        words=("wood", "saw", "plank", "drill", "sandpaper", "nail", "hammer", "glue"),
+        colour="0x8b5a2b",
+        shape_colour="0x101010",
+        shape=(0.3, 0.3),
+        motion="blink",
+        speed=1.5,
+        sound="hiss",
+        frequency=0.0,
+        level=0.2,
+        mid="/m/0vatt07",
+    ),
+)
+
+# Overlay x/y (and enable) expressions; {t} = t shifted by the per-video phase, {v} = speed,
+# {y} = the lane (fraction of the free height/width) the shape travels along.
+_MOTIONS: dict[str, tuple[str, str, str]] = {
+    "right": ("mod({v}*W*{t},W+w)-w", "(H-h)*{y}", ""),
+    "left": ("W-mod({v}*W*{t},W+w)", "(H-h)*{y}", ""),
+    "up": ("(W-w)*{y}", "H-mod({v}*H*{t},H+h)", ""),
+    "down": ("(W-w)*{y}", "mod({v}*H*{t},H+h)-h", ""),
+    "circle": ("(W-w)/2+0.3*W*cos(2*PI*{v}*{t})", "(H-h)/2+0.3*H*sin(2*PI*{v}*{t})", ""),
+    "diagonal": ("mod({v}*W*{t},W+w)-w", "mod({v}*H*{t},H+h)-h", ""),
+    "shake": ("(W-w)/2+0.35*W*sin(2*PI*{v}*{t})", "(H-h)*{y}", ""),
+    "blink": ("(W-w)/2", "(H-h)*{y}", "lt(mod({v}*{t},1),0.5)"),
+}
+
+# lavfi source + filter per sound family; {f} = frequency, {seed} = noise seed.
+_SOUNDS: dict[str, tuple[str, str]] = {
+    "hum": ("sine=f={f}", "tremolo=f=4:d=0.6"),
+    "vibrato": ("sine=f={f}", "vibrato=f=5:d=0.1"),
+    "tremolo": ("sine=f={f}", "tremolo=f=8:d=0.5"),
+    "beep": ("sine=f={f}", "tremolo=f=2:d=0.5"),
+    "pink": ("anoisesrc=color=pink:seed={seed}", ""),
+    "brown": ("anoisesrc=color=brown:seed={seed}", ""),
+    "water": ("anoisesrc=color=white:seed={seed}", "lowpass=f=800"),
+    "hiss": ("anoisesrc=color=blue:seed={seed}", ""),
+}
+
+# AudioSet-style family labels: each clip gets its topic's MID plus its sound family's MID.
+SOUND_FAMILY_LABELS: dict[str, tuple[str, str]] = {
+    "tone": ("/m/0vatt10", "Synthetic tone"),
+    "noise": ("/m/0vatt11", "Synthetic noise"),
+}
+_SOUND_FAMILY = {
+    "hum": "tone",
+    "vibrato": "tone",
+    "tremolo": "tone",
+    "beep": "tone",
+    "pink": "noise",
+    "brown": "noise",
+    "water": "noise",
+    "hiss": "noise",
+}
+
+
+class SampleCorpusError(RuntimeError):
+    """An encoder is missing or failed while writing the corpus (the message names it)."""
+
+
+@dataclass(frozen=True)
+class SampleCorpusConfig:
+    """What to generate. Defaults give a few hundred caption windows in well under 2 min on 2 cores."""
+
+    videos: int = 24  # HowTo100M-style videos (3 per topic with 8 topics)
+    audioset_clips: int = 16  # 10 s sound-only clips, 2 per topic
+    msrvtt_videos: int = 16  # held-out retrieval test videos, 2 per topic
+    seed: int = 0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # never changes content
+    num_topics: int = len(TOPICS)
+    min_video_s: int = 20  # whole seconds, so every frame rate gives a whole number of frames
+    max_video_s: int = 90
+    msrvtt_min_s: int = 10
+    msrvtt_max_s: int = 15
+    audioset_clip_s: int = 10  # AudioSet segments are 10 s
+    caption_every_min_s: float = 2.5  # HowTo100M ASR lines start every few seconds
+    caption_every_max_s: float = 5.0
+    caption_min_words: int = 3
+    caption_max_words: int = 8
+    speech_background_ratio: float = 0.5  # background level under speech, x topic level
+
+    def __post_init__(self) -> None:
+        for name in ("videos", "audioset_clips", "msrvtt_videos"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.msrvtt_videos > _MSRVTT_MAX_VIDEOS:
+            raise ValueError(
+                f"msrvtt_videos must be <= {_MSRVTT_MAX_VIDEOS} (ids video7010-video9999), "
+                f"got {self.msrvtt_videos}"
+            )
+        if self.total_items == 0:
+            raise ValueError(
+                "nothing to generate: videos, audioset_clips and msrvtt_videos are all 0"
+            )
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not 1 <= self.num_topics <= len(TOPICS):
+            raise ValueError(f"num_topics must be in 1..{len(TOPICS)}, got {self.num_topics}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        # A video must hold at least one caption slot plus margins.
+        for lo, hi in (("min_video_s", "max_video_s"), ("msrvtt_min_s", "msrvtt_max_s")):
+            if not 5 <= getattr(self, lo) <= getattr(self, hi):
+                raise ValueError(
+                    f"need 5 <= {lo} <= {hi}, got {getattr(self, lo)}, {getattr(self, hi)}"
+                )
+        if self.audioset_clip_s < 1:
+            raise ValueError(f"audioset_clip_s must be >= 1, got {self.audioset_clip_s}")
+        if not 1.0 <= self.caption_every_min_s <= self.caption_every_max_s:
+            raise ValueError("need 1.0 <= caption_every_min_s <= caption_every_max_s")
+        if not 1 <= self.caption_min_words <= self.caption_max_words <= 16:
+            raise ValueError(
+                "need 1 <= caption_min_words <= caption_max_words <= 16 (spec: 16 words)"
+            )
+        if not 0.0 <= self.speech_background_ratio <= 1.0:
+            raise ValueError("speech_background_ratio must be in [0, 1]")
+
+    @property
+    def total_items(self) -> int:
+        return self.videos + self.audioset_clips + self.msrvtt_videos
+
+    def content_dict(self) -> dict:
+        """Every field that affects the output (not `workers`), for topics.json."""
+        d = asdict(self)
+        d.pop("workers")
+        return d
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Everything needed to render one file; made up front from the seed, rendered in a thread."""
+
+    kind: str  # "howto100m" | "audioset" | "msrvtt"
+    name: str  # video_id, AudioSet file stem or "video<N>"
+    rel_path: str  # relative to OUT
+    topic: int
+    width: int
+    height: int
+    fps: int
+    duration_s: int
+    rng_seed: str  # seeds the per-clip jitter and the captions
+    speech: bool
+
+
+@dataclass(frozen=True)
+class Captions:
+    """HowTo100M caption.json value of one video (times in seconds)."""
+
+    start: list[float]
+    end: list[float]
+    text: list[str]
+
+
+@dataclass(frozen=True)
+class SampleCorpusSummary:
+    """What was written, for the CLI's report."""
+
+    out_dir: Path
+    howto_videos: int
+    captions: int
+    audioset_clips: int
+    msrvtt_videos: int
+    video_seconds: float
+    total_bytes: int
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning (pure: seed -> plans, ids, captions' words)
+# ---------------------------------------------------------------------------------------------
+
+
+def make_youtube_id(rng: random.Random) -> str:
+    """An 11-character id that looks like a YouTube video id."""
+    return "".join(rng.choice(_YT_ALPHABET) for _ in range(10)) + rng.choice(_YT_LAST)
+
+
+def audioset_file_name(ytid: str, start_s: float, end_s: float, ext: str = "mp4") -> str:
+    """`<YTID>_<start>_<end>.<ext>` with the 3-decimal numbers of segments.csv.
+
+    YTIDs may themselves contain '_' and start with '-': split a stem with `rsplit("_", 2)`.
+    """
+    return f"{ytid}_{start_s:.3f}_{end_s:.3f}.{ext}"
+
+
+def _balanced_topics(n: int, num_topics: int, rng: random.Random) -> list[int]:
+    # Round-robin then shuffle: every topic appears n/num_topics times (+-1), in random order.
+    topics = [i % num_topics for i in range(n)]
+    rng.shuffle(topics)
+    return topics
+
+
+def _unique_ids(n: int, rng: random.Random, taken: set[str]) -> list[str]:
+    ids = []
+    while len(ids) < n:
+        vid = make_youtube_id(rng)
+        if vid not in taken:
+            taken.add(vid)
+            ids.append(vid)
+    return ids
+
+
+def make_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
+    """Plan every file of the corpus from the seed (no I/O)."""
+    seed = config.seed
+    id_rng = random.Random(f"{seed}/ids")
+    taken: set[str] = set()
+    plans: list[ClipPlan] = []
+
+    def layout(kind: str, i: int, offsets: tuple[int, int]) -> tuple[int, int, int]:
+        # Cycling (not sampling) guarantees that any two consecutive files differ in size and rate.
+        w, h = RESOLUTIONS[(i + offsets[0]) % len(RESOLUTIONS)]
+        return w, h, FRAME_RATES[(i + offsets[1]) % len(FRAME_RATES)]
+
+    kinds = (
+        ("howto100m", config.videos),
+        ("audioset", config.audioset_clips),
+        ("msrvtt", config.msrvtt_videos),
+    )
+    for kind, n in kinds:
+        rng = random.Random(f"{seed}/{kind}")
+        topics = _balanced_topics(n, config.num_topics, rng)
+        offsets = (rng.randrange(len(RESOLUTIONS)), rng.randrange(len(FRAME_RATES)))
+        if kind == "msrvtt":
+            numbers = sorted(rng.sample(_MSRVTT_NUMBERS, n))
+        ytids = _unique_ids(n, id_rng, taken) if kind != "msrvtt" else []
+        for i in range(n):
+            w, h, fps = layout(kind, i, offsets)
+            if kind == "howto100m":
+                name = ytids[i]
+                rel = f"howto100m/videos/{name}.mp4"
+                duration = rng.randint(config.min_video_s, config.max_video_s)
+            elif kind == "audioset":
+                start = float(rng.randrange(0, 600))
+                duration = config.audioset_clip_s
+                rel_name = audioset_file_name(ytids[i], start, start + duration)
+                name = rel_name[: -len(".mp4")]
+                rel = f"audioset/videos/{rel_name}"
+            else:
+                name = f"video{numbers[i]}"
+                rel = f"msrvtt/videos/{name}.mp4"
+                duration = rng.randint(config.msrvtt_min_s, config.msrvtt_max_s)
+            plans.append(
+                ClipPlan(
+                    kind=kind,
+                    name=name,
+                    rel_path=rel,
+                    topic=topics[i],
+                    width=w,
+                    height=h,
+                    fps=fps,
+                    duration_s=duration,
+                    rng_seed=f"{seed}/{kind}/{i}",
+                    speech=kind != "audioset",
+                )
+            )
+    return plans
+
+
+def make_caption_text(topic: Topic, rng: random.Random, min_words: int, max_words: int) -> str:
+    """3-8 words, at least half from the topic's word list, the rest filler words."""
+    n = rng.randint(min_words, max_words)
+    n_topic = max(1, min(len(topic.words), math.ceil(n / 2)))
+    words = rng.sample(topic.words, n_topic) + [
+        rng.choice(FILLER_WORDS) for _ in range(n - n_topic)
+    ]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_msrvtt_sentence(topic: Topic, rng: random.Random) -> str:
+    """One MSR-VTT-like description of a video of this topic, using the topic's words."""
+    w = rng.sample(topic.words, 3)
+    templates = (
+        f"a person is {topic.activity} with the {w[0]} and the {w[1]}",
+        f"someone shows how to use a {w[0]} and {w[1]} while {topic.activity}",
+        f"a video about {topic.activity} with {w[0]} {w[1]} and {w[2]}",
+    )
+    return rng.choice(templates)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (subprocess: espeak-ng, ffmpeg)
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], what: str) -> bytes:
+    try:
+        done = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise SampleCorpusError(f"{cmd[0]} not found on PATH (needed for {what})") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise SampleCorpusError(f"{cmd[0]} failed for {what}: {tail[0]}")
+    return done.stdout
+
+
+def synthesize_speech(text: str, words_per_minute: int, voice: str, pitch: int) -> bytes:
+    """espeak-ng speech of `text` as int16 mono PCM at 22.05 kHz, edge silence trimmed."""
+    cmd = ["espeak-ng", "--stdout", "-v", voice, "-s", str(words_per_minute), "-p", str(pitch)]
+    raw = _run([*cmd, text], f"speech {text!r}")
+    # With --stdout the RIFF sizes are placeholders (0x7ffff...): take everything after "data".
+    at = raw.find(b"data")
+    if at < 0:
+        raise SampleCorpusError(f"espeak-ng wrote no WAV data for {text!r}")
+    pcm = memoryview(raw[at + 8 :]).cast("B")
+    samples = pcm[: len(pcm) // 2 * 2].cast("h")
+    # Trim so caption start/end are where the voice is (espeak pads ~0.2 s of silence).
+    threshold = 300
+    lo, hi = 0, len(samples)
+    while lo < hi and abs(samples[lo]) < threshold:
+        lo += 1
+    while hi > lo and abs(samples[hi - 1]) < threshold:
+        hi -= 1
+    return samples[lo:hi].tobytes()
+
+
+# espeak-ng: seconds of speech ~= 10 * characters / wpm (measured 7-13 over 120-350 wpm).
+_SECONDS_X_WPM_PER_CHAR = 10.0
+_MIN_WPM, _MAX_WPM = 110, 450
+
+
+def render_captions(
+    plan: ClipPlan, config: SampleCorpusConfig, topic: Topic
+) -> tuple[Captions, bytes]:
+    """Speak captions one after another; returns caption times and the whole speech track (PCM).
+
+    Each caption starts a random 2.5-5 s after the previous one (never before the previous one
+    ended + 0.3 s); its speaking rate is set to fill most of that slot and raised when the
+    speech would not fit.
+    """
+    rng = random.Random(plan.rng_seed + "/captions")
+    voice = rng.choice(ESPEAK_VOICES)
+    pitch = rng.randint(30, 70)
+    gap = 0.3
+    starts: list[float] = []
+    ends: list[float] = []
+    texts: list[str] = []
+    track = bytearray()
+    t = round(rng.uniform(0.3, 1.5), 2)
+    last_end = plan.duration_s - 0.5  # keep clear of the container end (AAC padding)
+    while t + 1.0 <= last_end:
+        slot = rng.uniform(config.caption_every_min_s, config.caption_every_max_s)
+        text = make_caption_text(topic, rng, config.caption_min_words, config.caption_max_words)
+        # Speech fills 55-85% of the slot, so most 3.2 s windows hold mostly speech (as in
+        # HowTo100M, where people talk nearly all the time).
+        target_s = slot * rng.uniform(0.55, 0.85)
+        wpm = min(_MAX_WPM, max(_MIN_WPM, round(_SECONDS_X_WPM_PER_CHAR * len(text) / target_s)))
+        pcm = synthesize_speech(text, wpm, voice, pitch)
+        speech_s = len(pcm) / 2 / ESPEAK_RATE
+        if speech_s > slot - gap:
+            # Duration scales about as 1 / wpm: re-speak faster, capped at espeak-ng's maximum.
+            wpm = min(_MAX_WPM, math.ceil(wpm * speech_s / (slot - gap) * 1.1))
+            pcm = synthesize_speech(text, wpm, voice, pitch)
+            speech_s = len(pcm) / 2 / ESPEAK_RATE
+        end = math.ceil((t + speech_s) * 100) / 100
+        if end > last_end:
+            break
+        start_sample = round(t * ESPEAK_RATE)
+        track.extend(bytes(2 * (start_sample - len(track) // 2)))
+        track.extend(pcm)
+        starts.append(t)
+        ends.append(end)
+        texts.append(text)
+        # Rounded up, so starts stay >= caption_every_min_s apart on the 10 ms grid.
+        t = math.ceil((t + max(slot, end - t + gap)) * 100) / 100
+    return Captions(starts, ends, texts), bytes(track)
+
+
+def _hex_jitter(colour: str, rng: random.Random, amount: int = 28) -> str:
+    rgb = int(colour, 16)
+    parts = [(rgb >> s) & 0xFF for s in (16, 8, 0)]
+    parts = [min(255, max(0, p + rng.randint(-amount, amount))) for p in parts]
+    return "0x" + "".join(f"{p:02x}" for p in parts)
+
+
+def _video_filters(plan: ClipPlan, topic: Topic, rng: random.Random) -> tuple[list[str], str]:
+    """lavfi inputs (background, shape) and the overlay filter that moves the shape."""
+    d, fps = plan.duration_s, plan.fps
+    side = min(plan.width, plan.height)
+    scale = rng.uniform(0.8, 1.2)
+    sw = max(8, int(side * topic.shape[0] * scale) // 2 * 2)
+    sh = max(8, int(side * topic.shape[1] * scale) // 2 * 2)
+    background = _hex_jitter(topic.colour, rng)
+    shape = _hex_jitter(topic.shape_colour, rng, 16)
+    speed = f"{topic.speed * rng.uniform(0.75, 1.25):.4f}"
+    phase = f"(t+{rng.uniform(0, 10):.3f})"
+    lane = f"{rng.uniform(0.2, 0.8):.3f}"
+    x, y, enable = (e.format(t=phase, v=speed, y=lane) for e in _MOTIONS[topic.motion])
+    inputs = [
+        f"color=c={background}:s={plan.width}x{plan.height}:r={fps}:d={d}",
+        f"color=c={shape}:s={sw}x{sh}:r={fps}:d={d}",
+    ]
+    overlay = f"overlay=x='{x}':y='{y}':shortest=1"
+    if enable:
+        overlay += f":enable='{enable}'"
+    return inputs, overlay
+
+
+def _audio_source(
+    plan: ClipPlan, topic: Topic, rng: random.Random, level: float
+) -> tuple[str, str]:
+    """lavfi audio source and its filter chain (topic sound at `level`)."""
+    source, chain = _SOUNDS[topic.sound]
+    frequency = topic.frequency * rng.uniform(0.92, 1.08)
+    source = source.format(f=f"{frequency:.1f}", seed=rng.randrange(2**31))
+    source += f":sample_rate={AUDIO_RATE}:d={plan.duration_s}"
+    volume = f"volume={level * rng.uniform(0.85, 1.15):.4f}"
+    return source, f"{chain},{volume}" if chain else volume
+
+
+def _write_wav(path: Path, pcm: bytes, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+
+
+def render_clip(plan: ClipPlan, config: SampleCorpusConfig, out_dir: Path) -> Captions | None:
+    """Write one mp4 (H.264 + AAC); returns its captions for speech clips, else None."""
+    topic = TOPICS[plan.topic]
+    rng = random.Random(plan.rng_seed + "/render")
+    video_inputs, overlay = _video_filters(plan, topic, rng)
+    level = topic.level * (config.speech_background_ratio if plan.speech else 1.0)
+    audio_input, audio_chain = _audio_source(plan, topic, rng, level)
+    target = out_dir / plan.rel_path
+    partial = target.with_name(target.stem + ".partial.mp4")
+    with tempfile.TemporaryDirectory(prefix="vatt-sample-") as tmp:
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+        for source in (*video_inputs, audio_input):
+            cmd += ["-f", "lavfi", "-i", source]
+        graph = f"[0:v][1:v]{overlay},format=yuv420p[v];[2:a]{audio_chain}"
+        captions = None
+        if plan.speech:
+            captions, speech = render_captions(plan, config, topic)
+            speech_path = Path(tmp) / "speech.wav"
+            _write_wav(speech_path, speech, ESPEAK_RATE)
+            cmd += ["-i", str(speech_path)]
+            # normalize=0 keeps both at their own level (amix would otherwise halve each input).
+            graph += (
+                f"[bg];[3:a]aresample={AUDIO_RATE},apad[sp];"
+                "[bg][sp]amix=inputs=2:duration=first:normalize=0[a]"
+            )
+        else:
+            graph += "[a]"
+        cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", str(plan.duration_s)]
+        # Keyframes every 2 s like typical web video, so decoders can seek to windows cheaply.
+        cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(2 * plan.fps)]
+        # The default AAC coder (twoloop) costs ~3x more CPU than the video here; "fast" is
+        # transparent enough for tones and espeak speech.
+        cmd += ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k", "-ac", "1"]
+        cmd += ["-ar", str(AUDIO_RATE), str(partial)]
+        _run(cmd, plan.rel_path)
+    # Rename last, so a crash never leaves a half-written file under its final name.
+    os.replace(partial, target)
+    return captions
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata files
+# ---------------------------------------------------------------------------------------------
+
+
+def audioset_labels(topic: Topic) -> list[str]:
+    """Positive labels of a clip of this topic: its own MID and its sound family's MID."""
+    return [topic.mid, SOUND_FAMILY_LABELS[_SOUND_FAMILY[topic.sound]][0]]
+
+
+def _segment_bounds(plan: ClipPlan) -> tuple[str, str, str]:
+    ytid, start, end = plan.name.rsplit("_", 2)
+    return ytid, start, end
+
+
+def write_segments_csv(path: Path, plans: list[ClipPlan]) -> None:
+    """AudioSet `*_segments.csv`: three '#' lines, then `YTID, start, end, "mid,mid"` rows."""
+    rows = []
+    labels: set[str] = set()
+    positives = 0
+    for plan in plans:
+        ytid, start, end = _segment_bounds(plan)
+        mids = audioset_labels(TOPICS[plan.topic])
+        labels.update(mids)
+        positives += len(mids)
+        rows.append(f'{ytid}, {start}, {end}, "{",".join(mids)}"')
+    ytids = len({_segment_bounds(p)[0] for p in plans})
+    counts = (
+        f"# num_ytids={ytids}, num_segs={len(plans)}, "
+        f"num_unique_labels={len(labels)}, num_positives={positives}"
+    )
+    lines = [SEGMENTS_CREATED_LINE, counts, SEGMENTS_COLUMNS_LINE, *rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_class_labels_csv(path: Path) -> None:
+    """AudioSet `class_labels_indices.csv` for every label this generator can emit."""
+    entries = [(t.mid, f"{t.name.capitalize()} (synthetic)") for t in TOPICS]
+    entries += list(SOUND_FAMILY_LABELS.values())
+    buf = io.StringIO()
+    buf.write("index,mid,display_name\n")
+    # The real file quotes every display name (they contain commas).
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for i, (mid, display) in enumerate(entries):
+        buf.write(f"{i},{mid},")
+        writer.writerow([display])
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def write_msrvtt_csv(path: Path, plans: list[ClipPlan], seed: int) -> None:
+    """MSR-VTT 1k-A style test CSV: one sentence per video."""
+    rng = random.Random(f"{seed}/msrvtt/sentences")
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(MSRVTT_HEADER)
+        for i, plan in enumerate(plans):
+            number = plan.name[len("video") :]
+            sentence = make_msrvtt_sentence(TOPICS[plan.topic], rng)
+            writer.writerow([f"ret{i}", f"msr{number}", plan.name, sentence])
+
+
+def write_topics_json(
+    path: Path, config: SampleCorpusConfig, plans: list[ClipPlan], captions: dict[str, Captions]
+) -> None:
+    """Ground truth: topics, the topic (and format) of every file, seed and generator version."""
+    files: dict[str, dict[str, dict]] = {"howto100m": {}, "audioset": {}, "msrvtt": {}}
+    for plan in plans:
+        entry = {
+            "topic": TOPICS[plan.topic].name,
+            "path": plan.rel_path,
+            "duration": plan.duration_s,
+            "width": plan.width,
+            "height": plan.height,
+            "fps": plan.fps,
+        }
+        if plan.name in captions:
+            entry["num_captions"] = len(captions[plan.name].text)
+        files[plan.kind][plan.name] = entry
+    topics = [
+        {
+            "name": t.name,
+            "words": list(t.words),
+            "colour": t.colour,
+            "shape_colour": t.shape_colour,
+            "motion": t.motion,
+            "sound": t.sound,
+            "audioset_labels": audioset_labels(t),
+        }
+        for t in TOPICS[: config.num_topics]
+    ]
+    doc = {
+        "generator": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "seed": config.seed,
+        "config": config.content_dict(),
+        "topics": topics,
+        "files": files,
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+_OWNED = ("howto100m", "audioset", "msrvtt", "topics.json")
+
+
+def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty OUT unless it is an earlier sample corpus and `overwrite` is set."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(f"output folder {out_dir} is not empty; pick a new one or --overwrite")
+        # Only delete what we provably wrote: a folder holding our topics.json.
+        try:
+            owner = json.loads((out_dir / "topics.json").read_text(encoding="utf-8"))["generator"]
+        except (OSError, ValueError, KeyError, TypeError):
+            owner = None
+        if owner != GENERATOR:
+            raise ValueError(
+                f"refusing to overwrite {out_dir}: it holds no sample-corpus topics.json"
+            )
+        for name in _OWNED:
+            p = out_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    for sub in ("howto100m/videos", "audioset/videos", "msrvtt/videos"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def check_tools() -> None:
+    """Fail early, with one line, when an encoder is missing."""
+    for tool in ("ffmpeg", "espeak-ng"):
+        if shutil.which(tool) is None:
+            raise SampleCorpusError(f"{tool} not found on PATH (apt-get install ffmpeg espeak-ng)")
+
+
+def generate_sample_corpus(
+    out_dir: str | Path,
+    config: SampleCorpusConfig,
+    overwrite: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> SampleCorpusSummary:
+    """Write the whole corpus under `out_dir`.
+
+    Args:
+        out_dir: target folder (created; must be empty unless `overwrite` and it is ours).
+        config: what to generate.
+        overwrite: replace an earlier sample corpus in `out_dir`.
+        progress: called as progress(done, total, name): once with done=0 after the checks
+            passed, then after every finished file.
+    Returns:
+        A summary (counts, sizes, seconds).
+    Raises:
+        ValueError: bad output folder. SampleCorpusError: encoder missing or failed.
+    """
+    began = time.perf_counter()
+    out = Path(out_dir)
+    check_tools()
+    prepare_output_dir(out, overwrite)
+    plans = make_plans(config)
+    total = len(plans)
+    if progress:
+        progress(0, total, "")
+    captions: dict[str, Captions] = {}
+    # Longest first: the pool finishes close together instead of waiting on one long video.
+    order = sorted(plans, key=lambda p: -p.duration_s)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=config.workers) as pool:
+        futures = {pool.submit(render_clip, p, config, out): p for p in order}
+        try:
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                plan = futures[future]
+                result = future.result()
+                if result is not None:
+                    captions[plan.name] = result
+                if progress:
+                    progress(done, total, plan.rel_path)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    _write_metadata(out, config, plans, captions)
+    return _summarize(out, config, plans, captions, time.perf_counter() - began)
+
+
+def _write_metadata(
+    out: Path, config: SampleCorpusConfig, plans: list[ClipPlan], captions: dict[str, Captions]
+) -> None:
+    howto = [p for p in plans if p.kind == "howto100m"]
+    caption_json = {p.name: asdict(captions[p.name]) for p in howto}
+    (out / "howto100m" / "caption.json").write_text(json.dumps(caption_json), encoding="utf-8")
+    write_segments_csv(
+        out / "audioset" / "segments.csv", [p for p in plans if p.kind == "audioset"]
+    )
+    write_class_labels_csv(out / "audioset" / "class_labels_indices.csv")
+    write_msrvtt_csv(
+        out / "msrvtt" / "msrvtt_test.csv", [p for p in plans if p.kind == "msrvtt"], config.seed
+    )
+    # Written last: its presence marks a complete corpus.
+    write_topics_json(out / "topics.json", config, plans, captions)
+
+
+def _summarize(
+    out: Path,
+    config: SampleCorpusConfig,
+    plans: list[ClipPlan],
+    captions: dict[str, Captions],
+    seconds: float,
+) -> SampleCorpusSummary:
+    howto = [p for p in plans if p.kind == "howto100m"]
+    n_captions = sum(len(captions[p.name].text) for p in howto)
+    total_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return SampleCorpusSummary(
+        out_dir=out,
+        howto_videos=len(howto),
+        captions=n_captions,
+        audioset_clips=config.audioset_clips,
+        msrvtt_videos=config.msrvtt_videos,
+        video_seconds=float(sum(p.duration_s for p in plans)),
+        total_bytes=total_bytes,
+        seconds=seconds,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Deliberately broken inputs for other tests
+# ---------------------------------------------------------------------------------------------
+
+BAD_INPUT_KINDS = ("truncated", "empty", "random_bytes", "no_audio", "audio_only", "too_short")
+
+
+def make_bad_inputs(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write one file per kind of bad input a reader must survive; returns {kind: path}.
+
+    truncated:    first 30% of a good 4 s mp4 (moov atom is at the end: ffprobe rejects it)
+    empty:        zero-length .mp4
+    random_bytes: 4 KiB of random bytes named .mp4
+    no_audio:     valid 4 s H.264 mp4 without an audio stream
+    audio_only:   valid 4 s AAC .mp4 without a video stream
+    too_short:    valid 1.5 s H.264 + AAC mp4 (shorter than one 3.2 s window)
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_tools()
+    rng = random.Random(f"{seed}/bad")
+    video = ["-f", "lavfi", "-i", "testsrc2=s=160x120:r=10"]
+    audio = ["-f", "lavfi", "-i", f"sine=f=440:sample_rate={AUDIO_RATE}"]
+    v_codec = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    a_codec = ["-c:a", "aac", "-b:a", "32k", "-ac", "1"]
+    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    paths = {kind: out / f"bad_{kind}.mp4" for kind in BAD_INPUT_KINDS}
+
+    with tempfile.TemporaryDirectory(prefix="vatt-bad-") as tmp:
+        good = Path(tmp) / "good.mp4"
+        _run([*base, *video, *audio, "-t", "4", *v_codec, *a_codec, str(good)], "bad inputs")
+        data = good.read_bytes()
+        paths["truncated"].write_bytes(data[: int(len(data) * 0.3)])
+    paths["empty"].write_bytes(b"")
+    paths["random_bytes"].write_bytes(rng.randbytes(4096))
+    _run([*base, *video, "-t", "4", *v_codec, str(paths["no_audio"])], "bad input no_audio")
+    _run([*base, *audio, "-t", "4", *a_codec, str(paths["audio_only"])], "bad input audio_only")
+    too_short = [*base, *video, *audio, "-t", "1.5", *v_codec, *a_codec, str(paths["too_short"])]
+    _run(too_short, "bad input too_short")
+    return paths
