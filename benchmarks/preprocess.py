@@ -258,6 +258,7 @@ def main() -> None:
     cfg = PreprocessConfig(out=str(out / "plan"), **base)
     clips = plan(cfg)
     n_windows = sum(len(c["windows"]) for c in clips)
+    decode_limit(cfg, clips, 2)  # warm-up: page cache and ffmpeg start-up, not measured
     limit_1 = decode_limit(cfg, clips, 1)
     limit_2 = decode_limit(cfg, clips, 2)
     runs = {

@@ -8,6 +8,7 @@ boundaries. One ffmpeg process decodes a video's whole span once for all its win
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 
 import ffmpeg
@@ -71,33 +72,51 @@ def split_jpegs(buf: bytes) -> list[bytes]:
     return frames
 
 
+def _input(path: str, start: float, duration: float, threads: int):
+    return ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}", threads=threads)
+
+
+def _run(stream, threads: int, what: str) -> bytes:
+    """Run an ffmpeg-python graph with `threads` threads for decoder, filters and encoder.
+
+    Ray schedules a task on that many CPUs; ffmpeg's default (a thread per core) would
+    oversubscribe the node. -filter_threads is a global option, so it goes before the inputs
+    (ffmpeg-python's global_args would put it after the output, where ffmpeg ignores it)."""
+    cmd = stream.compile()
+    cmd[1:1] = ["-nostdin", "-hide_banner", "-loglevel", "error", "-filter_threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise DecodeError(f"{what} decode failed: {ffmpeg_reason(proc)}")
+    return proc.stdout
+
+
 def decode_frames(
-    path: str, start: float, duration: float, fps: float, short_side: int, qscale: int
+    path: str,
+    start: float,
+    duration: float,
+    fps: float,
+    short_side: int,
+    qscale: int,
+    threads: int = 1,
 ) -> list[bytes]:
     """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
     stream = (
-        ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}")
+        _input(path, start, duration, threads)
         .video.filter("fps", fps=fps)
         .filter("scale", **scale_filter_args(short_side))
-        .output("pipe:", format="mjpeg", **{"q:v": qscale, "pix_fmt": "yuvj420p"})
+        .output("pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"})
     )
-    try:
-        out, _ = stream.run(capture_stdout=True, capture_stderr=True, quiet=True)
-    except ffmpeg.Error as e:
-        raise DecodeError(f"video decode failed: {ffmpeg_reason(e)}") from None
-    return split_jpegs(out)
+    return split_jpegs(_run(stream, threads, "video"))
 
 
-def decode_audio(path: str, start: float, duration: float, sample_rate: int) -> np.ndarray:
+def decode_audio(
+    path: str, start: float, duration: float, sample_rate: int, threads: int = 1
+) -> np.ndarray:
     """Mono int16 PCM of [start, start + duration) at `sample_rate`."""
-    stream = ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}").audio.output(
+    stream = _input(path, start, duration, threads).audio.output(
         "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate
     )
-    try:
-        out, _ = stream.run(capture_stdout=True, capture_stderr=True, quiet=True)
-    except ffmpeg.Error as e:
-        raise DecodeError(f"audio decode failed: {ffmpeg_reason(e)}") from None
-    return np.frombuffer(out, dtype="<i2").copy()
+    return np.frombuffer(_run(stream, threads, "audio"), dtype="<i2").copy()
 
 
 def decode_span(
@@ -110,9 +129,10 @@ def decode_span(
     sample_rate: int,
     qscale: int,
     has_audio: bool,
+    threads: int = 1,
 ) -> DecodedSpan:
-    frames = decode_frames(path, start, duration, fps, short_side, qscale)
-    audio = decode_audio(path, start, duration, sample_rate) if has_audio else None
+    frames = decode_frames(path, start, duration, fps, short_side, qscale, threads)
+    audio = decode_audio(path, start, duration, sample_rate, threads) if has_audio else None
     return DecodedSpan(start, frames, audio, fps, sample_rate)
 
 
@@ -125,15 +145,20 @@ def decode_span_raw(
     short_side: int,
     sample_rate: int,
     has_audio: bool,
+    threads: int = 1,
 ) -> tuple[int, int]:
     """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
     nothing else. Returns (video bytes, audio bytes)."""
-    v, _ = (
-        ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}")
+    stream = (
+        _input(path, start, duration, threads)
         .video.filter("fps", fps=fps)
         .filter("scale", **scale_filter_args(short_side))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .run(capture_stdout=True, capture_stderr=True, quiet=True)
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads)
     )
-    a = decode_audio(path, start, duration, sample_rate) if has_audio else np.zeros(0, np.int16)
-    return len(v), a.nbytes
+    video = _run(stream, threads, "video")
+    audio = (
+        decode_audio(path, start, duration, sample_rate, threads)
+        if has_audio
+        else np.zeros(0, np.int16)
+    )
+    return len(video), audio.nbytes

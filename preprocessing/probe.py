@@ -35,7 +35,10 @@ def ffmpeg_reason(err: Exception) -> str:
     """The last meaningful line of ffmpeg's stderr, for a one-line error."""
     stderr = getattr(err, "stderr", b"") or b""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else str(err)
+    if lines:
+        return lines[-1]
+    code = getattr(err, "returncode", None)
+    return f"ffmpeg exited with code {code}" if code is not None else str(err)
 
 
 def _rate(text: str | None) -> float:

@@ -163,6 +163,7 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                     sample_rate=cfg.sample_rate,
                     qscale=cfg.jpeg_qscale,
                     has_audio=clip["has_audio"],
+                    threads=max(1, int(cfg.cpus_per_task)),
                 )
             except DecodeError as e:
                 for w in windows:

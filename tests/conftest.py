@@ -51,7 +51,9 @@ def make_clip(
     if audio is None:
         ffmpeg(*args, "-c:v", "libx264", "-preset", "ultrafast", "-an", str(path))
         return path
-    src = "anullsrc=r=48000:cl=mono" if audio == "silence" else "sine=frequency=330:sample_rate=48000"
+    src = (
+        "anullsrc=r=48000:cl=mono" if audio == "silence" else "sine=frequency=330:sample_rate=48000"
+    )
     args += ["-f", "lavfi", "-t", str(seconds), "-i", src]
     if speech:
         wav = path.with_suffix(".speech.wav")

@@ -18,7 +18,13 @@ def media(tmp_path_factory):
     return {
         "landscape": make_clip(d / "land.mp4", 6, size="426x240", rate=30),
         "portrait": make_clip(d / "port.mp4", 4, size="240x320", rate=24, audio=None),
-        "speech": make_clip(d / "speech.mp4", 6, audio="silence", speech="open the oven and bake the bread now", speech_at=1.0),
+        "speech": make_clip(
+            d / "speech.mp4",
+            6,
+            audio="silence",
+            speech="open the oven and bake the bread now",
+            speech_at=1.0,
+        ),
         "silence": make_clip(d / "silence.mp4", 4, audio="silence"),
     }
 
@@ -32,12 +38,30 @@ def test_probe_facts(media):
 
 
 def test_decode_span_shapes_and_rates(media):
-    span = decode_span(str(media["landscape"]), 1.0, 4.0, fps=10, short_side=128, sample_rate=48000, qscale=3, has_audio=True)
+    span = decode_span(
+        str(media["landscape"]),
+        1.0,
+        4.0,
+        fps=10,
+        short_side=128,
+        sample_rate=48000,
+        qscale=3,
+        has_audio=True,
+    )
     assert len(span.frames) == 40
     img = Image.open(io.BytesIO(span.frames[0]))
     assert img.size == (228, 128)  # short side 128; 426 * 128 / 240 = 227.2 -> even 228
     assert span.audio.dtype == np.int16 and abs(len(span.audio) - 4 * 48000) <= 1024
-    port = decode_span(str(media["portrait"]), 0.0, 4.0, fps=10, short_side=128, sample_rate=48000, qscale=3, has_audio=False)
+    port = decode_span(
+        str(media["portrait"]),
+        0.0,
+        4.0,
+        fps=10,
+        short_side=128,
+        sample_rate=48000,
+        qscale=3,
+        has_audio=False,
+    )
     assert Image.open(io.BytesIO(port.frames[0])).size == (128, 170) and port.audio is None
 
 
@@ -48,7 +72,9 @@ def test_decode_errors_are_one_line(tmp_path):
         probe(str(bad))
     assert "\n" not in str(e.value) and "ffprobe cannot read it" in str(e.value)
     with pytest.raises(DecodeError) as e:
-        decode_span(str(bad), 0, 1, fps=10, short_side=64, sample_rate=48000, qscale=3, has_audio=False)
+        decode_span(
+            str(bad), 0, 1, fps=10, short_side=64, sample_rate=48000, qscale=3, has_audio=False
+        )
     assert "\n" not in str(e.value)
 
 
@@ -64,8 +90,26 @@ def test_split_jpegs_roundtrip():
 
 
 def test_vad_separates_speech_from_silence(media):
-    sp = decode_span(str(media["speech"]), 0.0, 6.0, fps=10, short_side=64, sample_rate=48000, qscale=5, has_audio=True)
-    si = decode_span(str(media["silence"]), 0.0, 4.0, fps=10, short_side=64, sample_rate=48000, qscale=5, has_audio=True)
+    sp = decode_span(
+        str(media["speech"]),
+        0.0,
+        6.0,
+        fps=10,
+        short_side=64,
+        sample_rate=48000,
+        qscale=5,
+        has_audio=True,
+    )
+    si = decode_span(
+        str(media["silence"]),
+        0.0,
+        4.0,
+        fps=10,
+        short_side=64,
+        sample_rate=48000,
+        qscale=5,
+        has_audio=True,
+    )
     sr = 48000
     before = speech_ratio(sp.audio[: sr * 1], sr)  # speech starts at 1.0 s
     during = speech_ratio(sp.audio[int(sr * 1.2) : int(sr * 2.8)], sr)

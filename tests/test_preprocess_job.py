@@ -321,3 +321,40 @@ def test_cli_exit_codes(corpus, tmp_path):
         and "max_error_fraction=0.05" in r.stderr
     )
     assert len(read_keys(tmp_path / "strict")) > 0
+
+
+def test_inspect_prints_json_and_writes_a_contact_sheet(full_run, tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    out, summary = full_run
+    sheet = tmp_path / "sheet.png"
+    assert (
+        main(
+            [
+                "inspect",
+                str(out),
+                "--json",
+                "--limit",
+                "0",
+                "--contact-sheet",
+                str(sheet),
+                "--sheet-samples",
+                "3",
+            ]
+        )
+        == 0
+    )
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == summary["samples_written"]
+    first = lines[0]
+    assert (
+        first["video_shape"][0] == 40
+        and first["video_shape"][3] == 3
+        and first["audio_samples"] == 192000
+    )
+    assert {"key", "source", "audio_mask", "text_mask", "speech_ratio", "captions"} <= set(first)
+    img = Image.open(sheet)
+    assert img.size[0] > 300 and img.size[1] > 200
+    assert main(["inspect", str(tmp_path / "nope")]) == 2

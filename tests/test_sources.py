@@ -21,7 +21,11 @@ def touch_videos(folder, *names):
 def test_howto100m_good_and_bad_entries(tmp_path):
     videos = touch_videos(tmp_path / "v", "good.mp4", "other.webm", "orphan.mkv", "badlen.mp4")
     captions = {
-        "good": {"start": [5.0, -1.0, 1.0, 3.0], "end": [6.0, 0.5, 2.0, 2.0], "text": ["b", "neg", "a", "backwards"]},
+        "good": {
+            "start": [5.0, -1.0, 1.0, 3.0],
+            "end": [6.0, 0.5, 2.0, 2.0],
+            "text": ["b", "neg", "a", "backwards"],
+        },
         "other": {"start": [1.0, 2.0], "end": [2.0, 3.0], "text": ["  ", "kept  words"]},
         "missing": {"start": [1.0], "end": [2.0], "text": ["no file"]},
         "badlen": {"start": [1.0, 2.0], "end": [2.0], "text": ["x", "y"]},
@@ -31,15 +35,30 @@ def test_howto100m_good_and_bad_entries(tmp_path):
     by_id = {v.video_id: v for v in inputs}
     assert sorted(by_id) == ["good", "other"]
     good = by_id["good"]
-    assert [(c.text, c.start, c.end) for c in good.captions] == [("neg", 0.0, 0.5), ("a", 1.0, 2.0), ("b", 5.0, 6.0)]
+    assert [(c.text, c.start, c.end) for c in good.captions] == [
+        ("neg", 0.0, 0.5),
+        ("a", 1.0, 2.0),
+        ("b", 5.0, 6.0),
+    ]
     assert [c.text for c in by_id["other"].captions] == ["kept words"]
     reasons = {(e.video_id, e.stage, e.fatal): e.reason for e in errors}
-    assert "negative start" in reasons[("good", "captions", False)] or any("negative start" in e.reason for e in errors)
-    assert any(e.video_id == "good" and "not after start" in e.reason and not e.fatal for e in errors)
+    assert "negative start" in reasons[("good", "captions", False)] or any(
+        "negative start" in e.reason for e in errors
+    )
+    assert any(
+        e.video_id == "good" and "not after start" in e.reason and not e.fatal for e in errors
+    )
     assert any(e.video_id == "other" and "empty text" in e.reason and not e.fatal for e in errors)
-    assert any(e.video_id == "missing" and e.stage == "input" and "missing video" in e.reason and e.fatal for e in errors)
-    assert any(e.video_id == "badlen" and "lengths differ (2/1/2)" in e.reason and e.fatal for e in errors)
-    assert any(e.video_id == "orphan" and "no caption entry" in e.reason and not e.fatal for e in errors)
+    assert any(
+        e.video_id == "missing" and e.stage == "input" and "missing video" in e.reason and e.fatal
+        for e in errors
+    )
+    assert any(
+        e.video_id == "badlen" and "lengths differ (2/1/2)" in e.reason and e.fatal for e in errors
+    )
+    assert any(
+        e.video_id == "orphan" and "no caption entry" in e.reason and not e.fatal for e in errors
+    )
 
 
 def test_howto100m_unreadable_caption_files(tmp_path):
@@ -88,6 +107,9 @@ def test_audioset_wrong_header(tmp_path):
     videos = touch_videos(tmp_path / "v", "a.mp4")
     (tmp_path / "noheader.csv").write_text('a, 0.0, 10.0, "/m/01"\n')
     (tmp_path / "wrongcols.csv").write_text("# a\n# b\n# YTID, start, end, labels\n")
-    for name, expect in [("noheader.csv", "three '#' header lines"), ("wrongcols.csv", "third header line")]:
+    for name, expect in [
+        ("noheader.csv", "three '#' header lines"),
+        ("wrongcols.csv", "third header line"),
+    ]:
         inputs, errors = read_audioset(videos, tmp_path / name)
         assert inputs == [] and len(errors) == 1 and expect in errors[0].reason

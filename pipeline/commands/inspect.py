@@ -85,7 +85,7 @@ def contact_sheet(samples: list[dict], path: str, frames_per_row: int = 6) -> No
             fontsize=7,
             loc="left",
         )
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.03, right=0.99, top=0.97, bottom=0.01, wspace=0.03, hspace=0.3)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)

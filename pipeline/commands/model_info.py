@@ -53,8 +53,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         preset = resolve_preset(args.preset)
     except ValueError:
-        raise UsageError(f"unknown preset {args.preset} (choose from {', '.join(PRESETS)})") from None
+        raise UsageError(
+            f"unknown preset {args.preset} (choose from {', '.join(PRESETS)})"
+        ) from None
     height, width = _parse_size(args.size)
+    for flag, value in (
+        ("--frames", args.frames),
+        ("--size", height),
+        ("--size", width),
+        ("--audio-samples", args.audio_samples),
+    ):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
     cfg = make_config(preset)
     try:
         flops = forward_flops(
@@ -81,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
             "captions": tok.captions,
             "words": tok.words,
         },
-        "droptoken_rate": cfg.droptoken_rate if args.droptoken_rate is None else args.droptoken_rate,
+        "droptoken_rate": cfg.droptoken_rate
+        if args.droptoken_rate is None
+        else args.droptoken_rate,
         "params": params,
         "params_total": params_total,
         # The paper's preset totals leave the text word embedding out (docs/model.md).
@@ -101,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         f"{inp['audio_samples']} samples, text {inp['captions']}x{inp['words']} words, "
         f"DropToken {report['droptoken_rate']}"
     )
-    print(f"{'tower':<8}{'tokenizer':>12}{'backbone':>12}{'head':>10}{'total':>12}{'GFLOP fwd':>12}")
+    print(
+        f"{'tower':<8}{'tokenizer':>12}{'backbone':>12}{'head':>10}{'total':>12}{'GFLOP fwd':>12}"
+    )
     for tower, part in params.items():
         gflop = flops[tower]["total"] / 1e9 if tower in flops else float("nan")
         print(
@@ -119,4 +133,3 @@ def run(args: argparse.Namespace) -> int:
         f"{flops['training'] / 1e12:.3f} TFLOP/example"
     )
     return 0
-
