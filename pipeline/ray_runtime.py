@@ -31,6 +31,8 @@ def init_ray(
     if str(PROJECT_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *paths])
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's tqdm integration replaces builtins.print process-wide; we use plain tqdm.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=True)

@@ -29,14 +29,18 @@ echo "torch==2.13.0" > "$VENV/constraints.txt"
 export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# This machine's pip.conf lists local index folders that may not exist; pip warns once per
+# package. Drop only those lines.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+
 stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "[install] torch (CPU wheel)"
-  "$VENV/bin/python" -m pip install -q --find-links /opt/wheels torch==2.13.0 setuptools wheel ninja
+  quiet_pip install -q --find-links /opt/wheels torch==2.13.0 setuptools wheel ninja
   echo "[install] project + dependencies"
   # deepspeed's sdist imports torch at build time: build it against the installed torch.
-  "$VENV/bin/python" -m pip install -q --no-build-isolation -e '.[dev]'
-  "$VENV/bin/python" -m pip check
+  quiet_pip install -q --no-build-isolation -e '.[dev]'
+  quiet_pip check
   touch "$stamp"
 fi
 

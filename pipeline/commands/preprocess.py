@@ -65,7 +65,8 @@ def build_config(args: argparse.Namespace):
     return from_dict(PreprocessConfig, data)
 
 
-def print_summary(s: dict, file=sys.stdout) -> None:
+def print_summary(s: dict, file=None) -> None:
+    file = file or sys.stdout  # bound at call time: sys.stdout may be swapped (pytest, tqdm)
     rows = [
         ("source", s["source"]),
         ("inputs usable / listed", f"{s['inputs']['usable']} / {s['inputs']['listed']}"),

@@ -107,7 +107,8 @@ def expected_windows(s: SampleCorpusSummary, clip_seconds: float) -> tuple[int, 
     return s.captions, s.audioset_clips * per_clip
 
 
-def print_summary(s: SampleCorpusSummary, file=sys.stdout, clip_seconds: float = 10.0) -> None:
+def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0) -> None:
+    file = file or sys.stdout  # bound at call time: sys.stdout may be swapped (pytest, tqdm)
     minutes = s.video_seconds / 60
     caption_windows, audio_windows = expected_windows(s, clip_seconds)
     rows = [
