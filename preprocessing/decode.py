@@ -76,6 +76,15 @@ def _input(path: str, start: float, duration: float, threads: int):
     return ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}", threads=threads)
 
 
+def _video(path: str, start: float, duration: float, fps: float, short_side: int, threads: int):
+    """The video graph shared by the pipeline and the decode-only benchmark limit."""
+    return (
+        _input(path, start, duration, threads)
+        .video.filter("fps", fps=fps)
+        .filter("scale", **scale_filter_args(short_side))
+    )
+
+
 def _run(stream, threads: int, what: str) -> bytes:
     """Run an ffmpeg-python graph with `threads` threads for decoder, filters and encoder.
 
@@ -100,11 +109,8 @@ def decode_frames(
     threads: int = 1,
 ) -> list[bytes]:
     """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
-    stream = (
-        _input(path, start, duration, threads)
-        .video.filter("fps", fps=fps)
-        .filter("scale", **scale_filter_args(short_side))
-        .output("pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"})
+    stream = _video(path, start, duration, fps, short_side, threads).output(
+        "pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"}
     )
     return split_jpegs(_run(stream, threads, "video"))
 
@@ -149,11 +155,8 @@ def decode_span_raw(
 ) -> tuple[int, int]:
     """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
     nothing else. Returns (video bytes, audio bytes)."""
-    stream = (
-        _input(path, start, duration, threads)
-        .video.filter("fps", fps=fps)
-        .filter("scale", **scale_filter_args(short_side))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads)
+    stream = _video(path, start, duration, fps, short_side, threads).output(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads
     )
     video = _run(stream, threads, "video")
     audio = (

@@ -135,6 +135,11 @@ def _cut_window(
     return got, np.pad(wav, (0, n_samples - len(wav)))
 
 
+def _decode_error(clip: dict, w: ClipWindow, err: DecodeError) -> ErrorRow:
+    reason = f"window {w.start:.2f}-{w.end:.2f}s: {err}"
+    return ErrorRow(clip["source"], clip["video_id"], "decode", reason, clip["path"])
+
+
 def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
     """Decode every window of the shard's clips and write `<name>.tar` + `<name>.stats.json`.
     Per-window and per-clip failures become error rows in the stats; they never abort."""
@@ -166,30 +171,13 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                     threads=max(1, int(cfg.cpus_per_task)),
                 )
             except DecodeError as e:
-                for w in windows:
-                    errors.append(
-                        ErrorRow(
-                            clip["source"],
-                            clip["video_id"],
-                            "decode",
-                            f"window {w.start:.2f}-{w.end:.2f}s: {e}",
-                            clip["path"],
-                        )
-                    )
+                errors += [_decode_error(clip, w, e) for w in windows]
                 continue
             for w in windows:
                 try:
                     frames, audio = _cut_window(cfg, span_start, span.frames, span.audio, w)
                 except DecodeError as e:
-                    errors.append(
-                        ErrorRow(
-                            clip["source"],
-                            clip["video_id"],
-                            "decode",
-                            f"window {w.start:.2f}-{w.end:.2f}s: {e}",
-                            clip["path"],
-                        )
-                    )
+                    errors.append(_decode_error(clip, w, e))
                     continue
                 meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
                 sink.write(encode_sample(meta, frames, audio))
