@@ -112,6 +112,18 @@ def cfg_for(corpus: Path, out: Path, **kw) -> PreprocessConfig:
     )
 
 
+def preprocess_args(corpus: Path) -> list[str]:
+    """`vatt preprocess howto100m` over the test corpus, without --out."""
+    return [
+        "preprocess",
+        "howto100m",
+        "--videos",
+        str(corpus / "videos"),
+        "--captions",
+        str(corpus / "caption.json"),
+    ]
+
+
 def read_keys(out: Path) -> list[str]:
     return [
         s["__key__"]
@@ -233,12 +245,7 @@ def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_pat
     out = tmp_path / "killed"
     cmd = [
         *VATT,
-        "preprocess",
-        "howto100m",
-        "--videos",
-        str(corpus / "videos"),
-        "--captions",
-        str(corpus / "caption.json"),
+        *preprocess_args(corpus),
         "--out",
         str(out),
         "--num-cpus",
@@ -275,14 +282,7 @@ def test_cli_exit_codes(corpus, tmp_path):
     def vatt(*args):
         return subprocess.run([*VATT, *args], env=env, capture_output=True, text=True, timeout=300)
 
-    base = [
-        "preprocess",
-        "howto100m",
-        "--videos",
-        str(corpus / "videos"),
-        "--captions",
-        str(corpus / "caption.json"),
-    ]
+    base = preprocess_args(corpus)
     for args, needle in [
         (base, "--out is required"),
         ([*base, "--out", str(tmp_path / "o"), "colour=red"], "unknown config key colour"),
