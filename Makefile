@@ -36,6 +36,8 @@ bench: install  ## benchmarks (JSON to stdout and bench_out/)
 	@mkdir -p bench_out
 	$(PY) benchmarks/preprocess.py | tee bench_out/preprocess.json
 	$(PY) benchmarks/model_step.py | tee bench_out/model_step.json
+	@test -d $(DEMO_OUT)/shards/howto100m || { echo "benchmarks/train.py needs demo shards: run make demo first"; exit 1; }
+	$(PY) benchmarks/train.py
 
 clean:  ## remove generated outputs (keeps .venv)
 	rm -rf $(DEMO_OUT) bench_out .pytest_cache .ruff_cache

@@ -18,7 +18,10 @@ COMMAND_MODULES = [
     "pipeline.commands.sample_data",
     "pipeline.commands.preprocess",
     "pipeline.commands.inspect",
+    "pipeline.commands.train",
     "pipeline.commands.model_info",
+    "pipeline.commands.export",
+    "pipeline.commands.plot",
 ]
 
 

@@ -58,6 +58,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set `a.b.c` in a nested dict (creating sections); returns `data`."""
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return data
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; `extra` wins."""
     out = dict(base)

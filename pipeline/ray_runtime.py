@@ -31,8 +31,14 @@ def init_ray(
     if str(PROJECT_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *paths])
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # DeepSpeed JIT-compiles a CPU op on first use (40-95 s); `make install` warms this cache,
+    # and workers inherit the variable, so they load the op instead of compiling it.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(PROJECT_ROOT / ".torch_extensions"))
     # Ray's tqdm integration replaces builtins.print process-wide; we use plain tqdm.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
+    # Ray Train routes worker print() through a logger that echoes it twice; plain stdout is
+    # forwarded to the driver once.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=True)

@@ -21,12 +21,13 @@ VATT = [sys.executable, "-m", "pipeline"]
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """An embedded 2-CPU Ray on 127.0.0.1 shared by the whole session."""
+    """An embedded 2-CPU Ray on 127.0.0.1 shared by the whole session. With the dashboard:
+    Ray Train's placement-group cleaner asks its State API (shared/notes/platform.md)."""
     import ray
 
     from pipeline.ray_runtime import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2, dashboard=True)
     yield ray
     ray.shutdown()
 
@@ -69,3 +70,45 @@ def make_clip(
         args += ["-filter:a", "volume=0.05"]
     ffmpeg(*args, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
+    """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos)
+    preprocessed once per session into real shards (short side 96 to keep it quick).
+
+    Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer."""
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.jobs import run_preprocess
+    from preprocessing.sample_corpus import SampleCorpusConfig, generate_sample_corpus
+
+    root = tmp_path_factory.mktemp("sample_shards")
+    corpus = root / "corpus"
+    generate_sample_corpus(
+        corpus,
+        SampleCorpusConfig(
+            videos=8, audioset_clips=4, msrvtt_videos=8, seed=0, min_video_s=20, max_video_s=40
+        ),
+    )
+    inputs = {
+        "howto100m": {"captions": str(corpus / "howto100m" / "caption.json")},
+        "audioset": {"segments": str(corpus / "audioset" / "segments.csv")},
+    }
+    for source, extra in inputs.items():
+        cfg = PreprocessConfig(
+            source=source,
+            videos=str(corpus / source / "videos"),
+            out=str(root / source),
+            short_side=96,
+            samples_per_shard=16,
+            **extra,
+        )
+        run_preprocess(cfg, show_progress=False)
+    return {
+        "corpus": corpus,
+        "howto100m": root / "howto100m",
+        "audioset": root / "audioset",
+        "msrvtt_csv": corpus / "msrvtt" / "msrvtt_test.csv",
+        "msrvtt_videos": corpus / "msrvtt" / "videos",
+        "tokenizer": root / "howto100m" / "tokenizer.json",
+    }

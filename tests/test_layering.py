@@ -10,7 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["preprocessing", "training", "tuning", "pipeline"]
 # Per stage, the one module allowed to import Ray (Ray Data / Train / Tune).
-RAY_MODULES = {"preprocessing": {"preprocessing/jobs.py"}}
+RAY_MODULES = {
+    "preprocessing": {"preprocessing/jobs.py"},
+    "training": {"training/trainer.py"},
+}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,0 +1,83 @@
+"""`vatt export`: turn a training checkpoint into model.safetensors + config.json (+ tokenizer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from pipeline.errors import UsageError
+
+EPILOG = """\
+examples:
+  vatt export runs/vatt exported/vatt-debug          # newest valid checkpoint of the run
+  vatt export runs/vatt/checkpoint_000000500 exported/step500  # one checkpoint
+
+load the export (needs only torch, safetensors and this package; no Ray, no DeepSpeed):
+  from training.checkpoint import load_exported
+  model = load_exported("exported/vatt-debug")     # VATT in eval mode
+  video_vt = model.encode_video(video)["video_vt"]  # video (B, T, H, W, 3) in [-1, 1]
+  text_vt = model.encode_text(text_ids)["text_vt"]  # ids from the exported tokenizer.json
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's weights to safetensors (+ config, tokenizer)",
+        description=textwrap.fill(
+            "Consolidate the full fp32 weights of a training checkpoint (any ZeRO stage, any "
+            "number of ranks) into OUT/model.safetensors, with OUT/config.json (preset, model "
+            "config, trained steps, source checkpoint) and a copy of the run's tokenizer.json. "
+            "CHECKPOINT is a checkpoint folder or a run folder; for a run folder the newest "
+            "checkpoint that passes validation is used and broken newer ones are named on "
+            "stderr. An incomplete checkpoint is refused.",
+            width=88,
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder or run folder")
+    p.add_argument("out", metavar="OUT", help="output folder (created; export files replaced)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.checkpoint import (
+        CheckpointError,
+        export_weights,
+        find_latest_checkpoint,
+        looks_like_checkpoint,
+        read_trainer_state,
+        validate_checkpoint,
+    )
+
+    source = Path(args.checkpoint)
+    if not source.is_dir():
+        raise UsageError(f"{source}: no such folder (give a checkpoint or run folder)")
+    if looks_like_checkpoint(source):
+        ok, reason = validate_checkpoint(source)
+        if not ok:
+            raise UsageError(f"{source}: not a valid checkpoint: {reason}")
+        checkpoint = source
+    else:
+        checkpoint, skipped = find_latest_checkpoint(source)
+        for path, reason in skipped:
+            sys.stderr.write(f"vatt export: skipped {path}: {reason}\n")
+        if checkpoint is None:
+            found = f"{len(skipped)} found, none valid" if skipped else "none found"
+            raise UsageError(f"{source}: no valid checkpoint ({found})")
+    try:
+        out = export_weights(checkpoint, args.out)
+        step = read_trainer_state(checkpoint)["step"]
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    print(f"exported {checkpoint} (step {step})")
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        path = out / name
+        if path.is_file():
+            print(f"  {path}  ({path.stat().st_size:,} bytes)")
+    if not (out / "tokenizer.json").is_file():
+        print("  (no tokenizer.json: the run's tokenizer file was not found)")
+    return 0

@@ -1,0 +1,160 @@
+"""`vatt train`: VATT pretraining with Ray Train + DeepSpeed ZeRO from WebDataset shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.configs import deep_merge, from_dict, parse_overrides, read_yaml
+from pipeline.errors import JobFailed, UsageError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="pretrain VATT on shards with Ray Train + DeepSpeed ZeRO",
+        description=(
+            "Pretrain a VATT model on WebDataset shards from `vatt preprocess`. Each Ray Train "
+            "worker runs a DeepSpeed engine (ZeRO stage, precision, accumulation and offload "
+            "from the config); checkpoints go to STORAGE/NAME through ray.train.report, and "
+            "running the same command again resumes from the newest valid checkpoint. Metrics: "
+            "STORAGE/NAME/metrics.csv, TensorBoard events in STORAGE/NAME/tensorboard, loss-curve "
+            "PNGs in STORAGE/NAME/plots, and summary.json with held-out retrieval before/after."
+        ),
+        epilog=(
+            "examples:\n"
+            "  vatt train --config debug                       # the demo preset (2 CPU workers)\n"
+            "  vatt train --config debug max_steps=50 deepspeed.zero_stage=3\n"
+            "  vatt train --config mbs.yaml data.howto100m=s3://bucket/shards/howto100m\n"
+            "  vatt train --config debug name=run2 model.droptoken_rate=0.25 loss.tau=0.05\n"
+            f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
+            "Config sections and keys: training/config.py and docs/training.md."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML file, or the name of a bundled config (debug, bbs, mbs, lbs, ma-medium)",
+    )
+    p.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. max_steps=100 optim.lr=3e-4"
+    )
+    p.set_defaults(func=run)
+
+
+def config_path(name: str) -> Path:
+    """A YAML path, or a bundled config by name (case-insensitive, .yaml optional)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = PRESET_DIR / f"{name.lower().removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise UsageError(
+        f"config {name}: no such file and not a bundled config ({', '.join(preset_names())})"
+    )
+
+
+def build_config(config: str, overrides: list[str]):
+    from training.config import TrainConfig
+
+    data = deep_merge(read_yaml(config_path(config)), parse_overrides(overrides))
+    if "data" not in data:
+        raise UsageError("config has no 'data' section (data.howto100m / data.audioset)")
+    return from_dict(TrainConfig, data)
+
+
+def check_inputs(cfg) -> None:
+    """Fail before Ray starts when an input is missing (local paths only; URIs are checked by
+    the workers that open them)."""
+    from preprocessing.shard_format import list_shards
+
+    for source in ("howto100m", "audioset"):
+        path = getattr(cfg.data, source)
+        if path and "://" not in path and not list_shards(path):
+            raise UsageError(f"data.{source}={path}: no shards (*.tar) found")
+    tok = cfg.data.tokenizer_path()
+    if tok and "://" not in tok and not Path(tok).is_file():
+        raise UsageError(f"tokenizer {tok}: not found (set data.tokenizer)")
+    if cfg.eval.enabled:
+        for key in ("msrvtt_csv", "msrvtt_videos"):
+            if not Path(getattr(cfg.eval, key)).exists():
+                raise UsageError(f"eval.{key}={getattr(cfg.eval, key)}: not found")
+
+
+def _fmt_eval(m: dict | None) -> str:
+    if not m:
+        return "-"
+    return (
+        f"R@1 {m['t2v_r1']:.3f}  R@5 {m['t2v_r5']:.3f}  R@10 {m['t2v_r10']:.3f}  "
+        f"MedR {m['t2v_medr']:.1f}"
+    )
+
+
+def print_summary(s: dict, plots: list[str], file=None) -> None:
+    file = file or sys.stdout
+    final = s.get("final") or {}
+    rows = [
+        ("run", s["run_dir"]),
+        ("steps", s["steps"]),
+        ("batch", s["batch"]),
+        ("loss first -> last", f"{s['first_loss']:.4f} -> {final.get('loss', float('nan')):.4f}"),
+        ("clips/s (last log)", f"{final.get('clips_per_s', 0):.1f}"),
+        ("data-wait fraction", f"{final.get('data_wait_frac', 0):.1%}"),
+        ("corrupt samples skipped", s["skipped_samples"]),
+        ("checkpoint", s.get("checkpoint")),
+    ]
+    if s.get("eval_after"):
+        chance = s["eval_after"]["chance_r1"]
+        rows += [
+            ("held-out t2v, untrained", _fmt_eval(s.get("eval_before"))),
+            ("held-out t2v, trained", _fmt_eval(s["eval_after"])),
+            ("chance R@1", f"{chance:.3f} (R@1 = {s['eval_after']['t2v_r1'] / chance:.1f}x)"),
+        ]
+    width = max(len(k) for k, _ in rows)
+    print("\ntrain summary", file=file)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}", file=file)
+    for p in plots:
+        print(f"  {'plot':<{width}}  {p}", file=file)
+    print(f"  {'tensorboard':<{width}}  tensorboard --logdir {s['run_dir']}/tensorboard", file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args.config, args.overrides)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    check_inputs(cfg)
+    from pipeline.ray_runtime import init_ray
+    from training.telemetry import plot_run
+    from training.trainer import run_training
+
+    # The dashboard serves the State API that Ray Train's placement-group cleaner needs.
+    where = init_ray(args.address, args.num_cpus, dashboard=True)
+    print(
+        f"vatt train {cfg.name}: preset {cfg.preset}, {cfg.scaling.num_workers} workers, "
+        f"ZeRO-{cfg.deepspeed.zero_stage}, {cfg.max_steps} steps on {where}",
+        file=sys.stderr,
+    )
+    try:
+        summary = run_training(cfg)
+    except Exception as e:  # Ray wraps worker errors; one line for the user, details in logs
+        raise JobFailed(f"training failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    plots = [str(p) for p in plot_run(summary["run_dir"])]
+    print_summary(summary, plots)
+    return 0

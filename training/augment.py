@@ -1,0 +1,224 @@
+"""Per-clip video/audio transforms: training augmentation (spec section 1) and the
+evaluation centre crop. Inputs are decoded shard arrays (uint8 frames, int16 audio);
+outputs are float32 tensors in [-1, 1], channels last: video [T, H, W, 3], audio [S].
+
+Training: `augment_clip` (random resized crop, horizontal flip, colour jitter, waveform
+noise), every draw from an explicit torch/numpy generator. Evaluation: `center_crop_resize`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from training.config import AugmentConfig
+
+
+def _as_float_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] in [0, 1] (the layout interpolate wants).
+
+    Made contiguous while still uint8 (a quarter of the bytes): interpolate and the colour
+    ops run ~1.5-2x slower on the channels-last strides a bare permute leaves."""
+    x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    return x.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """float [T, 3, H, W] in [0, 1] -> float32 [T, H, W, 3] in [-1, 1]."""
+    return x.clamp_(0.0, 1.0).mul_(2.0).sub_(1.0).permute(0, 2, 3, 1).contiguous()
+
+
+def center_crop_resize(frames: np.ndarray | torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Evaluation transform: scale so the frame covers height x width, take the centre crop.
+
+    frames: uint8 [T, H, W, 3]. Returns float32 [T, height, width, 3] in [-1, 1].
+    """
+    x = _as_float_frames(frames)
+    _, _, h, w = x.shape
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return _to_model_range(x[:, :, top : top + height, left : left + width])
+
+
+def audio_to_float(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """int16 [S] -> float32 [S] in [-1, 1]."""
+    return torch.as_tensor(np.asarray(audio)).float().div_(32768.0)
+
+
+def pool_audio(audio: torch.Tensor, stride: int) -> torch.Tensor:
+    """Average-pool a waveform by `stride` (a box low-pass then decimation): lets a model
+    trained at a lower rate (the debug preset) take 48 kHz shard audio. [S] -> [S // stride]."""
+    if stride == 1:
+        return audio
+    n = audio.shape[-1] // stride * stride
+    return audio[..., :n].reshape(*audio.shape[:-1], n // stride, stride).mean(-1)
+
+
+# --- Training augmentation (spec section 1) ------------------------------------------------
+# Every random draw goes through an explicit generator (torch.Generator or
+# numpy.random.Generator), so a loader worker seeded from (seed, step, rank, worker) replays
+# exactly. One draw per clip: the crop box, the flip and the jitter factors are shared by all
+# frames, so the clip stays temporally coherent.
+
+Generator = torch.Generator | np.random.Generator
+
+
+def _uniform(gen: Generator, lo: float, hi: float) -> float:
+    if isinstance(gen, np.random.Generator):
+        return float(gen.uniform(lo, hi))
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _randint(gen: Generator, lo: int, hi: int) -> int:
+    """Uniform integer in [lo, hi] (both ends included)."""
+    if isinstance(gen, np.random.Generator):
+        return int(gen.integers(lo, hi + 1))
+    return int(torch.randint(lo, hi + 1, (), generator=gen))
+
+
+def _normal(gen: Generator, n: int) -> torch.Tensor:
+    if isinstance(gen, np.random.Generator):
+        return torch.from_numpy(gen.standard_normal(n, dtype=np.float32))
+    return torch.randn(n, generator=gen)
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    area: tuple[float, float],
+    aspect: tuple[float, float],
+    gen: Generator,
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """Inception-style crop box (top, left, h, w) of a height x width frame.
+
+    Area is a fraction of the frame's, aspect (w / h) is drawn log-uniformly; after `attempts`
+    boxes that do not fit, fall back to the largest centred box whose aspect is in range
+    (torchvision's RandomResizedCrop.get_params)."""
+    frame_area = height * width
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    for _ in range(attempts):
+        target = frame_area * _uniform(gen, area[0], area[1])
+        ratio = math.exp(_uniform(gen, log_lo, log_hi))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return _randint(gen, 0, height - h), _randint(gen, 0, width - w), h, w
+    ratio = width / height
+    if ratio < aspect[0]:
+        w, h = width, min(height, round(width / aspect[0]))
+    elif ratio > aspect[1]:
+        h, w = height, min(width, round(height * aspect[1]))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+# Colour ops on float [T, 3, H, W] in [0, 1], torchvision's definitions (functional_tensor).
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def _blend_(x: torch.Tensor, other: torch.Tensor | float, ratio: float) -> torch.Tensor:
+    """ratio * x + (1 - ratio) * other, clipped to [0, 1], in place on x (ours to modify)."""
+    x.mul_(ratio)
+    if isinstance(other, torch.Tensor):
+        x.add_(other, alpha=1.0 - ratio)
+    elif other:
+        x.add_((1.0 - ratio) * other)
+    return x.clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Rotate the hue of float RGB [..., 3, H, W] in [0, 1] by `delta` turns.
+
+    The values of torchvision's adjust_hue (RGB -> HSV, h += delta mod 1, HSV -> RGB), fused:
+    saturation and value do not change, so channel n in (5, 3, 1) for (R, G, B) is
+    max - chroma * clip(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6, the closed form of the
+    six-sextant table. Grey pixels (chroma 0) stay as they are."""
+    r, g, b = x.unbind(-3)
+    maxc = x.amax(-3)
+    chroma = maxc - x.amin(-3)
+    safe = torch.where(chroma == 0, 1.0, chroma)
+    # Hue in sextants, torchvision's branches (ties go to red, then green).
+    h6 = torch.where(
+        maxc == r,
+        (g - b) / safe,
+        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    h6.add_(6.0 * delta)
+    out = torch.empty_like(x)
+    for i, n in enumerate((5.0, 3.0, 1.0)):
+        k = torch.remainder(h6 + n, 6.0)
+        k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+        torch.sub(maxc, k.mul_(chroma), out=out.select(-3, i))
+    return out
+
+
+def color_jitter(x: torch.Tensor, cfg: AugmentConfig, gen: Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue in that fixed order, one factor each per clip.
+
+    x: float [T, 3, H, W] in [0, 1], modified in place. A zero strength skips that op (no
+    draw, exact identity).
+    """
+    if cfg.brightness > 0:
+        x = _blend_(x, 0.0, _uniform(gen, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness))
+    if cfg.contrast > 0:
+        factor = _uniform(gen, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)
+        # Per-frame mean grey level, as torchvision does for each image of a batch.
+        x = _blend_(x, _grayscale(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
+    if cfg.saturation > 0:
+        factor = _uniform(gen, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)
+        x = _blend_(x, _grayscale(x), factor)
+    if cfg.hue > 0:
+        x = adjust_hue(x, _uniform(gen, -cfg.hue, cfg.hue))
+    return x
+
+
+def add_audio_noise(audio: torch.Tensor, strength: float, gen: Generator) -> torch.Tensor:
+    """x + N(0, (strength * max|x|)^2), clipped to [-1, 1]; silence stays silent."""
+    if strength <= 0 or audio.numel() == 0:
+        return audio
+    std = strength * float(audio.abs().max())
+    if std == 0.0:
+        return audio
+    return (audio + std * _normal(gen, audio.numel()).view_as(audio)).clamp_(-1.0, 1.0)
+
+
+def augment_clip(
+    frames: np.ndarray | torch.Tensor,
+    audio: torch.Tensor,
+    cfg: AugmentConfig,
+    height: int,
+    width: int,
+    gen: Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training transform of one clip (cfg: `training.config.AugmentConfig`).
+
+    frames: uint8 [T, H0, W0, 3]; audio: float [S] in [-1, 1].
+    Returns video float32 [T, height, width, 3] in [-1, 1] and audio float32 [S] in [-1, 1].
+    Order: crop box -> crop + resize (so the rest works on the small tensor) -> flip -> jitter.
+    """
+    u8 = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
+    _, h0, w0, _ = u8.shape
+    top, left, h, w = random_resized_crop_box(h0, w0, cfg.crop_area, cfg.crop_aspect, gen)
+    # Crop while still uint8: only the box is converted to float.
+    x = _as_float_frames(u8[:, top : top + h, left : left + w])  # [T, 3, h, w]
+    if (h, w) != (height, width):
+        x = F.interpolate(
+            x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
+    if cfg.flip and _uniform(gen, 0.0, 1.0) < 0.5:
+        x = x.flip(-1)
+    x = color_jitter(x, cfg, gen)
+    audio = add_audio_noise(audio.float(), cfg.audio_noise, gen)
+    return _to_model_range(x), audio

@@ -1,0 +1,415 @@
+"""Training checkpoints (DeepSpeed files + trainer state + per-rank manifests) and weight export.
+
+A checkpoint directory, after Ray Train has merged what every rank reported, holds:
+
+    ds/...                      DeepSpeed's files, tag "ds" (model states, per-rank ZeRO
+                                optimizer shards; `latest`, `zero_to_fp32.py` from rank 0)
+    trainer_state.json          rank 0: step, samples_seen, loader position, the resolved
+                                TrainConfig under "config", the ModelConfig under
+                                "model_config", world_size, zero_stage, time
+    manifest_rank<R>.json       one per rank, written LAST by that rank: {rank, world_size,
+                                step, files: {relative path: size in bytes}}
+
+A rank's manifest exists only once its files are complete, so a checkpoint is valid exactly
+when every rank's manifest is there and every file it lists has the recorded size
+(`validate_checkpoint`). A crash half-way through a save, or a Ray upload that lost a rank,
+leaves a directory that `find_latest_checkpoint` skips with a reason.
+
+Export (`export_weights`) turns a checkpoint into `model.safetensors` + `config.json` (+ the
+tokenizer); `load_exported` rebuilds the model from those alone and imports neither Ray nor
+DeepSpeed. DeepSpeed is imported lazily, inside the functions that need an engine or ZeRO
+files. No Ray here: the trainer owns reporting the directory to Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.model import VATT, ModelConfig
+
+DS_TAG = "ds"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_FORMAT = "vatt-checkpoint-v1"
+EXPORT_FORMAT = "vatt-safetensors-v1"
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
+EXPORT_TOKENIZER = "tokenizer.json"
+_MANIFEST_RE = re.compile(r"^manifest_rank(\d+)\.json$")
+_TMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete or unreadable; the message says which file and why."""
+
+
+def manifest_name(rank: int) -> str:
+    return f"manifest_rank{rank}.json"
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temp file and rename: a reader never sees half a JSON file."""
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every regular file under `directory`."""
+    files = {}
+    for path in directory.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            files[path.relative_to(directory).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def _is_bookkeeping(rel: str) -> bool:
+    # Manifests and temp files are never part of a rank's payload; trainer_state.json is added
+    # by rank 0 explicitly (on a shared directory another rank could see it half-written).
+    return bool(_MANIFEST_RE.match(rel)) or rel.endswith(_TMP_SUFFIX) or rel == TRAINER_STATE
+
+
+def write_checkpoint(
+    engine, directory: str | os.PathLike, *, rank: int, world_size: int, step: int, state: dict
+) -> None:
+    """Save one rank's part of a checkpoint into `directory` (every rank must call this).
+
+    Args:
+        engine: the DeepSpeed engine; under ZeRO every rank holds a shard, so every rank saves.
+        directory: this rank's directory (in the Ray flow a fresh temp dir per rank, which Ray
+            merges into one checkpoint on `ray.train.report`).
+        rank, world_size: this process in the data-parallel group.
+        step: optimizer steps done.
+        state: trainer state written by rank 0 to trainer_state.json: samples_seen, loader
+            ({epoch, start_step}), config (TrainConfig.to_dict()), model_config (filled in
+            from `engine.module.cfg` when absent).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # A stale manifest of this rank would vouch for files this save is about to overwrite.
+    (directory / manifest_name(rank)).unlink(missing_ok=True)
+    before = _snapshot(directory)
+    # client_state stays tiny: the real trainer state lives in JSON, readable without torch.
+    engine.save_checkpoint(str(directory), tag=DS_TAG, client_state={"vatt_step": step})
+    after = _snapshot(directory)
+    files = {
+        rel: size
+        for rel, (size, mtime) in after.items()
+        if before.get(rel) != (size, mtime) and not _is_bookkeeping(rel)
+    }
+    if rank == 0:
+        # The arguments win over same-named keys of `state`: the manifests record them too,
+        # and a disagreement would make the checkpoint invalid.
+        trainer_state = {
+            **state,
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "world_size": world_size,
+            "zero_stage": _zero_stage(engine),
+            "time": time.time(),
+        }
+        module = getattr(engine, "module", None)
+        if "model_config" not in trainer_state and isinstance(module, VATT):
+            trainer_state["model_config"] = dataclasses.asdict(module.cfg)
+        _write_json_atomic(directory / TRAINER_STATE, trainer_state)
+        files[TRAINER_STATE] = (directory / TRAINER_STATE).stat().st_size
+    manifest = {
+        "rank": rank,
+        "world_size": world_size,
+        "step": step,
+        "files": dict(sorted(files.items())),
+    }
+    _write_json_atomic(directory / manifest_name(rank), manifest)
+
+
+def _zero_stage(engine) -> int:
+    stage = getattr(engine, "zero_optimization_stage", None)
+    return int(stage()) if callable(stage) else 0
+
+
+def read_trainer_state(directory: str | os.PathLike) -> dict[str, Any]:
+    """The trainer_state.json of a checkpoint; CheckpointError when missing or unreadable."""
+    path = Path(directory) / TRAINER_STATE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: missing {TRAINER_STATE}")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path}: not a trainer state (no integer 'step')")
+    return state
+
+
+def validate_checkpoint(directory: str | os.PathLike) -> tuple[bool, str]:
+    """Is `directory` a complete checkpoint? Returns (ok, one-line reason; "ok" when valid)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return False, f"{directory} is not a directory"
+    try:
+        state = read_trainer_state(directory)
+    except CheckpointError as e:
+        return False, str(e).removeprefix(f"{directory}: ")
+    world_size = state.get("world_size")
+    if not isinstance(world_size, int) or world_size < 1:
+        return False, f"{TRAINER_STATE}: bad world_size {world_size!r}"
+    for rank in range(world_size):
+        name = manifest_name(rank)
+        path = directory / name
+        if not path.is_file():
+            return False, f"missing {name}"
+        try:
+            manifest = json.loads(path.read_text())
+            files = manifest["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False, f"{name}: unreadable"
+        if manifest.get("step") != state["step"] or manifest.get("world_size") != world_size:
+            # Ranks of two different saves mixed in one directory.
+            return False, (
+                f"{name}: step {manifest.get('step')}/world_size {manifest.get('world_size')}, "
+                f"trainer state has step {state['step']}/world_size {world_size}"
+            )
+        for rel, size in files.items():
+            file = directory / rel
+            if not file.is_file():
+                return False, f"{rel}: missing (listed in {name})"
+            actual = file.stat().st_size
+            if actual != size:
+                return False, f"{rel}: {actual} bytes, expected {size}"
+    return True, "ok"
+
+
+def _checkpoint_step(directory: Path) -> int:
+    """The step a (possibly broken) checkpoint claims, for ordering; -1 when none is readable."""
+    try:
+        return read_trainer_state(directory)["step"]
+    except CheckpointError:
+        pass
+    for path in directory.glob("manifest_rank*.json"):
+        try:
+            step = json.loads(path.read_text()).get("step")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            return step
+    return -1
+
+
+def looks_like_checkpoint(directory: str | os.PathLike) -> bool:
+    """Does `directory` hold checkpoint bookkeeping (valid or not)?"""
+    directory = Path(directory)
+    return (directory / TRAINER_STATE).is_file() or any(directory.glob("manifest_rank*.json"))
+
+
+def list_checkpoints(run_dir: str | os.PathLike, max_depth: int = 2) -> list[Path]:
+    """Checkpoint-looking directories at most `max_depth` levels under `run_dir`, oldest first.
+
+    Ray Train V2 writes `<storage>/<name>/checkpoint_<timestamp>/`, so depth 1 below a run
+    directory; depth 2 also covers a storage folder or a trial folder. A checkpoint's own
+    subfolders (`ds/`) are not searched.
+    """
+    root = Path(run_dir)
+    found: list[Path] = []
+    level = [root] if root.is_dir() else []
+    for depth in range(max_depth + 1):
+        next_level = []
+        for directory in level:
+            if looks_like_checkpoint(directory):
+                found.append(directory)
+            elif depth < max_depth:
+                next_level.extend(sorted(p for p in directory.iterdir() if p.is_dir()))
+        level = next_level
+    # Step first; the directory name (Ray's timestamp) breaks ties between equal steps.
+    return sorted(found, key=lambda p: (_checkpoint_step(p), p.name))
+
+
+def find_latest_checkpoint(
+    run_dir: str | os.PathLike,
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest valid checkpoint under `run_dir` (by trainer step).
+
+    Returns (path or None, skipped): skipped lists the invalid checkpoints newer than the one
+    returned (all of them when none is valid), newest first, each with its reason.
+    """
+    skipped: list[tuple[Path, str]] = []
+    for candidate in reversed(list_checkpoints(run_dir)):
+        ok, reason = validate_checkpoint(candidate)
+        if ok:
+            return candidate, skipped
+        skipped.append((candidate, reason))
+    return None, skipped
+
+
+def _require_valid(directory: str | os.PathLike) -> Path:
+    directory = Path(directory)
+    ok, reason = validate_checkpoint(directory)
+    if not ok:
+        raise CheckpointError(f"{directory}: not a valid checkpoint: {reason}")
+    return directory
+
+
+def load_into_engine(engine, directory: str | os.PathLike) -> dict[str, Any]:
+    """Restore model, optimizer and scheduler state of `engine` (every rank calls this).
+
+    Returns the trainer state (step, samples_seen, loader position, ...) to resume counters.
+    """
+    directory = _require_valid(directory)
+    load_path, _ = engine.load_checkpoint(str(directory), tag=DS_TAG)
+    if load_path is None:
+        raise CheckpointError(f"{directory}: DeepSpeed found nothing to load under tag {DS_TAG!r}")
+    return read_trainer_state(directory)
+
+
+def _strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith("module."):
+            key = key.removeprefix("module.")
+        out[key] = value
+    return out
+
+
+def _model_states_file(ds_dir: Path) -> Path:
+    """The file holding the module state dict with buffers (rank 0's under ZeRO-3)."""
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt"):
+        if (ds_dir / name).is_file():
+            return ds_dir / name
+    raise CheckpointError(f"{ds_dir}: no model states file (mp_rank_00_model_states.pt)")
+
+
+def consolidated_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Full fp32 weights (parameters and buffers) of a checkpoint, on CPU, keys of `VATT`.
+
+    ZeRO 1/2/3: DeepSpeed's `zero_to_fp32` merges the fp32 master shards of every rank (its
+    output already includes the buffers, e.g. BatchNorm running statistics; any buffer it
+    missed is taken from the model states file). ZeRO-0: the module state dict itself (bf16
+    weights are upcast; there are no separate fp32 masters to read).
+    """
+    directory = Path(directory)
+    ds_dir = directory / DS_TAG
+    try:
+        stage = read_trainer_state(directory).get("zero_stage")
+    except CheckpointError:
+        stage = None
+    if stage is None:  # no trainer state: ZeRO shards exist iff the stage was >= 1
+        stage = 1 if any(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")) else 0
+    module_states = torch.load(_model_states_file(ds_dir), map_location="cpu", weights_only=False)
+    module = _strip_module_prefix(module_states["module"])
+    if stage == 0:
+        state_dict = module
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        # zero_to_fp32 prints progress (stdout) and progress bars (stderr); the export
+        # command's output is its own report.
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            merged = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=DS_TAG)
+        state_dict = _strip_module_prefix(merged)
+        buffer_names = module_states.get("buffer_names", [])
+        for name in buffer_names:
+            key = name.removeprefix("module.")
+            if key not in state_dict and key in module:
+                state_dict[key] = module[key]
+    return {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in state_dict.items()
+    }
+
+
+def _tokenizer_path(config: dict[str, Any]) -> str:
+    """`DataConfig.tokenizer_path()` of a stored TrainConfig dict (kept in step with it)."""
+    data = config.get("data") or {}
+    if data.get("tokenizer"):
+        return data["tokenizer"]
+    howto100m = data.get("howto100m") or ""
+    return f"{howto100m.rstrip('/')}/tokenizer.json" if howto100m else ""
+
+
+def export_weights(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write `model.safetensors` + `config.json` (+ `tokenizer.json`) for `load_exported`.
+
+    Args:
+        checkpoint_dir: a valid checkpoint directory (refused with CheckpointError otherwise).
+        out_dir: created if needed; existing export files in it are replaced.
+    Returns:
+        out_dir.
+    """
+    from safetensors.torch import save_file
+
+    checkpoint_dir = _require_valid(checkpoint_dir)
+    state = read_trainer_state(checkpoint_dir)
+    if "model_config" not in state:
+        raise CheckpointError(f"{checkpoint_dir}: {TRAINER_STATE} has no model_config")
+    model_config = ModelConfig.from_dict(state["model_config"])  # fails early on a bad config
+    state_dict = consolidated_state_dict(checkpoint_dir)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state_dict.items():
+        value = value.detach().cpu().contiguous()
+        # safetensors refuses tensors sharing storage (tied weights); give each its own copy.
+        ptr = value.untyped_storage().data_ptr()
+        if ptr in seen:
+            value = value.clone()
+        seen.add(ptr)
+        tensors[key] = value
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / EXPORT_WEIGHTS
+    tmp = weights.with_name(weights.name + _TMP_SUFFIX)
+    save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT})
+    os.replace(tmp, weights)
+    config = state.get("config") or {}
+    tokenizer = _tokenizer_path(config)
+    copied_tokenizer = None
+    if tokenizer and Path(tokenizer).is_file():
+        shutil.copyfile(tokenizer, out_dir / EXPORT_TOKENIZER)
+        copied_tokenizer = EXPORT_TOKENIZER
+    _write_json_atomic(
+        out_dir / EXPORT_CONFIG,
+        {
+            "format": EXPORT_FORMAT,
+            "preset": config.get("preset", model_config.name),
+            "model_config": dataclasses.asdict(model_config),
+            "trained_steps": state["step"],
+            "source_checkpoint": str(checkpoint_dir.resolve()),
+            "tokenizer": copied_tokenizer,
+        },
+    )
+    return out_dir
+
+
+def load_exported(path: str | os.PathLike, device: torch.device | str = "cpu") -> VATT:
+    """Rebuild a VATT model from an export (its folder or its model.safetensors), in eval mode.
+
+    Needs only torch, safetensors and `training.model`: no Ray, no DeepSpeed.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    config_path = folder / EXPORT_CONFIG
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: not found (is {path} an export folder?)")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != EXPORT_FORMAT:
+        raise ValueError(
+            f"{config_path}: format {config.get('format')!r}, expected {EXPORT_FORMAT}"
+        )
+    # Build on the meta device: no time spent on a random init the weights replace anyway.
+    with torch.device("meta"):
+        model = VATT(ModelConfig.from_dict(config["model_config"]))
+    state_dict = load_file(str(folder / EXPORT_WEIGHTS), device=str(device))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()

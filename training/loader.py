@@ -1,0 +1,427 @@
+"""The training data loader: shards on disk -> an endless stream of ready batches per rank.
+
+Owns everything between the shard contract (`preprocessing.shard_format`, docs/shard-format.md)
+and the trainer's batch dict; augmentation itself lives in `training.augment`. Data flow, in
+the order of this file, all of it inside each DataLoader worker:
+
+  shard list of a source --(split across ranks x workers, reshuffled every pass, forever)-->
+  raw samples (member -> bytes) --(per-example weighted choice of the source)--> mixed stream
+  --(shuffle buffer of raw bytes)--> temporal crop: decode only the needed JPEGs, cut and pool
+  the matching audio --(augment_clip)--> one clip + its caption ids
+  --(batched inside the worker)--> {video, audio, text_ids, text_mask, audio_mask, source,
+  keys, skipped, skipped_keys}
+
+A corrupt sample is never fatal: it is skipped, and the next batch of the same worker carries
+how many were skipped since its previous batch and one "key: reason" line for each.
+A window shorter than the clip's span (possible for short inputs) is padded, not dropped:
+its last frame repeats and the audio continues as zeros.
+Everything random draws from generators seeded by (seed, start step, rank, worker), so a run
+is reproducible and a resumed run (another start step) does not replay the same order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from preprocessing import shard_format
+from preprocessing.config import PreprocessConfig
+from preprocessing.vocab import encode_captions, load_tokenizer
+from training.augment import audio_to_float, augment_clip, pool_audio
+from training.config import DataConfig
+
+SOURCES = ("howto100m", "audioset")  # the batch's `source` is the index in this tuple
+# The rates `vatt preprocess` writes by default (10 fps, 48 kHz): used to validate the clip
+# arithmetic before any worker starts; each sample's own json rates are what is used later.
+SHARD_FPS = float(PreprocessConfig.__dataclass_fields__["fps"].default)
+SHARD_SAMPLE_RATE = int(PreprocessConfig.__dataclass_fields__["sample_rate"].default)
+# A worker that skips this many samples in a row is reading a corpus where nothing decodes:
+# that is a configuration error, not a corrupt sample, so it stops instead of spinning.
+MAX_CONSECUTIVE_SKIPS = 1000
+
+
+# --- What one clip looks like ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """The model's trained input grid: frames x height x width video, audio_samples waveform."""
+
+    frames: int
+    height: int
+    width: int
+    audio_samples: int
+
+    @classmethod
+    def from_model(cls, model_cfg) -> ClipShape:
+        """From a `training.model.ModelConfig` (its tokenizer section)."""
+        tok = model_cfg.tokenizer
+        return cls(tok.frames, tok.height, tok.width, tok.audio_samples)
+
+
+def clip_strides(
+    clip_seconds: float, shape: ClipShape, fps: float, sample_rate: int
+) -> tuple[int, int]:
+    """(frame stride, audio stride) that fit `shape` into `clip_seconds` of a shard window.
+
+    Frames are subsampled (32 frames over 3.2 s at 10 fps: every frame; the debug model's 8:
+    every 4th), so the stride is rounded. Audio is average-pooled by an integer factor, so
+    clip_seconds * sample_rate must be a whole multiple of the model's audio_samples
+    (153,600 -> 1; the debug model's 6400 -> 24); anything else is a ValueError.
+    """
+    frame_stride = round(clip_seconds * fps / shape.frames)
+    if frame_stride < 1:
+        raise ValueError(
+            f"data.clip_seconds={clip_seconds} at {fps:g} fps holds "
+            f"{clip_seconds * fps:g} frames, fewer than the model's {shape.frames}: "
+            f"raise clip_seconds to at least {shape.frames / fps:g}"
+        )
+    ratio = clip_seconds * sample_rate / shape.audio_samples
+    audio_stride = round(ratio)
+    if audio_stride < 1 or abs(ratio - audio_stride) > 1e-6:
+        raise ValueError(
+            f"data.clip_seconds={clip_seconds} at {sample_rate} Hz is "
+            f"{clip_seconds * sample_rate:g} samples, not a whole multiple of the model's "
+            f"audio_samples={shape.audio_samples} (ratio {ratio:g}): audio is average-pooled "
+            "by an integer factor, so pick clip_seconds = k * audio_samples / sample_rate"
+        )
+    return frame_stride, audio_stride
+
+
+# --- Shards: which consumer reads what, forever --------------------------------------------
+# A consumer is one DataLoader worker of one rank (rank * workers + worker).
+
+
+class _ShardSplit:
+    """WebDataset `nodesplitter` stage: this consumer's shard order for one pass.
+
+    Called once per pass (the pipeline repeats forever), so each pass gets a new
+    permutation. The permutation is seeded without rank or worker: every consumer computes
+    the same one, which is what makes the split disjoint.
+    With at least as many shards as consumers each takes every n-th shard of it; otherwise
+    each reads all shards and `_every_nth` keeps its share of the samples.
+    """
+
+    def __init__(self, consumer: int, consumers: int, by_shard: bool, seed_words: list[int]):
+        self.consumer, self.consumers, self.by_shard = consumer, consumers, by_shard
+        self.seed_words, self.epoch = seed_words, -1
+
+    def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        urls = [item["url"] for item in src]
+        rng = np.random.default_rng(np.random.SeedSequence([*self.seed_words, self.epoch]))
+        order = rng.permutation(len(urls))
+        if self.by_shard:
+            order = order[self.consumer :: self.consumers]
+        for i in order:
+            yield {"url": urls[i]}
+
+
+def _every_nth(samples: Iterator[dict], consumer: int, consumers: int) -> Iterator[dict]:
+    """Keep sample i of a pass when i % consumers == consumer (all consumers read the same
+    sequence in this mode, so the shares are disjoint and cover the pass)."""
+    for i, sample in enumerate(samples):
+        if i % consumers == consumer:
+            yield sample
+
+
+class _SkipLog:
+    """Corrupt samples seen by this worker since its last batch ("key: reason" lines)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.in_a_row = 0
+
+    def add(self, key: str, exn: BaseException | str) -> None:
+        reason = exn if isinstance(exn, str) else f"{type(exn).__name__}: {exn}"
+        reason = " ".join(str(reason).split())[:200]  # one line, bounded
+        self.lines.append(f"{key}: {reason}")
+        self.in_a_row += 1
+        if self.in_a_row >= MAX_CONSECUTIVE_SKIPS:
+            raise RuntimeError(
+                f"{self.in_a_row} samples in a row failed to load; last: {self.lines[-1]}"
+            )
+
+    def tar_error(self, exn: Exception) -> bool:
+        """WebDataset `handler`: an unreadable shard or member is logged; reading goes on."""
+        args = [a for a in getattr(exn, "args", ()) if a is not None]
+        url = next((a for a in reversed(args) if isinstance(a, str) and ".tar" in a), "shard")
+        first = str(args[0]) if args else ""
+        self.add(url, f"{type(exn).__name__}: {first}")
+        return True
+
+    def drain(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def _source_stream(
+    shards: list[str],
+    consumer: int,
+    consumers: int,
+    seed_words: list[int],
+    log: _SkipLog,
+) -> wds.WebDataset:
+    """Raw samples of one source for this consumer, repeated forever."""
+    by_shard = len(shards) >= consumers
+    stream = wds.WebDataset(
+        shards,
+        handler=log.tar_error,
+        # Shuffling and splitting are both `_ShardSplit`'s job (one seeded permutation per pass).
+        shardshuffle=False,
+        nodesplitter=_ShardSplit(consumer, consumers, by_shard, seed_words),
+        workersplitter=None,
+        # A consumer's pass can legitimately be empty of good samples; `_mix` reports it.
+        empty_check=False,
+    )
+    if not by_shard:
+        stream = stream.compose(
+            functools.partial(_every_nth, consumer=consumer, consumers=consumers)
+        )
+    return stream.repeat()  # training runs by steps: no epoch end, every rank yields forever
+
+
+# --- Mixing the sources --------------------------------------------------------------------
+
+
+def _mix(
+    streams: list[Iterator[dict]], names: list[str], probs: list[float], rng: np.random.Generator
+) -> Iterator[dict]:
+    """Per example, draw a source with `probs` and take its next raw sample (tagged with it)."""
+    while True:
+        i = int(rng.choice(len(streams), p=probs))
+        try:
+            sample = next(streams[i])
+        except StopIteration:
+            raise RuntimeError(
+                f"source {names[i]} gave this loader worker no sample in a whole pass over its "
+                "shards: every sample failed, or there are fewer samples than ranks x "
+                "data.loader_workers"
+            ) from None
+        sample["__source__"] = names[i]
+        yield sample
+
+
+# --- One raw sample -> one clip ------------------------------------------------------------
+
+
+class _ClipMaker:
+    """Temporal crop, decode, audio pooling, augmentation and caption ids of one sample."""
+
+    MEMBERS = (shard_format.VIDEO_MEMBER, shard_format.AUDIO_MEMBER, shard_format.META_MEMBER)
+
+    def __init__(self, data: DataConfig, shape: ClipShape, gen: torch.Generator):
+        self.data, self.shape, self.gen = data, shape, gen
+        tok_path = data.tokenizer_path()
+        self.tokenizer = load_tokenizer(tok_path) if tok_path else None
+        self._strides: dict[tuple[float, int], tuple[int, int]] = {}
+
+    def strides(self, fps: float, sample_rate: int) -> tuple[int, int]:
+        key = (fps, sample_rate)
+        if key not in self._strides:
+            self._strides[key] = clip_strides(self.data.clip_seconds, self.shape, fps, sample_rate)
+        return self._strides[key]
+
+    def __call__(self, raw: dict) -> dict:
+        missing = [f".{m}" for m in self.MEMBERS if m not in raw]
+        if missing:
+            raise ValueError(f"missing member {', '.join(missing)}")
+        meta = json.loads(raw[shard_format.META_MEMBER])
+        fps, sample_rate = float(meta["fps"]), int(meta["sample_rate"])
+        n = len(meta["frame_sizes"])
+        if n != meta["num_frames"]:
+            raise ValueError(f"frame_sizes has {n} entries, num_frames says {meta['num_frames']}")
+        frame_stride, audio_stride = self.strides(fps, sample_rate)
+        T = self.shape.frames
+
+        # Random temporal crop: a span of T * stride frames that fits in the window.
+        span = T * frame_stride
+        start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
+        frames = slice(start, min(n, start + span), frame_stride)
+        decoded = shard_format.decode_sample({**raw, shard_format.META_MEMBER: meta}, frames)
+        video = decoded["video"]  # uint8 [t <= T, H0, W0, 3]
+        if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
+            raise ValueError(f"decoded video has shape {video.shape}")
+        if video.shape[0] < T:  # window shorter than the clip: hold the last frame
+            pad = np.repeat(video[-1:], T - video.shape[0], axis=0)
+            video = np.concatenate([video, pad])
+
+        # The audio under the same span: start at the first frame's time.
+        audio = decoded["audio"]
+        if audio.ndim != 1 or audio.dtype != np.int16:
+            raise ValueError(f"audio is {audio.dtype} {audio.shape}, expected int16 [S]")
+        need = self.shape.audio_samples * audio_stride
+        a0 = round(start * sample_rate / fps)
+        wave = audio_to_float(audio[a0 : a0 + need])
+        if wave.shape[0] < need:  # window shorter than the clip: silence after its end
+            wave = torch.cat([wave, wave.new_zeros(need - wave.shape[0])])
+        wave = pool_audio(wave, audio_stride)  # [audio_samples]
+
+        video_t, audio_t = augment_clip(
+            video, wave, self.data.augment, self.shape.height, self.shape.width, self.gen
+        )  # [T, H, W, 3], [S]
+
+        source = raw["__source__"]
+        K, L = self.data.num_captions, self.data.max_words
+        text_ids = np.zeros((K, L), dtype=np.int64)
+        text_mask = np.zeros(K, dtype=np.float32)
+        if source == "howto100m" and self.tokenizer is not None:
+            texts = [str(c["text"]) for c in meta["captions"]]
+            text_ids = encode_captions(self.tokenizer, texts, K, L)
+            if meta["text_mask"]:
+                # A caption counts when it exists and has a word (an empty row is pure padding).
+                text_mask = (text_ids != 0).any(axis=1).astype(np.float32)
+        return {
+            "video": video_t,
+            "audio": audio_t,
+            "text_ids": torch.from_numpy(text_ids),
+            "text_mask": torch.from_numpy(text_mask),
+            "audio_mask": float(meta["audio_mask"]),
+            "source": SOURCES.index(source),
+            "key": raw["__key__"],
+        }
+
+
+def _to_clips(samples: Iterator[dict], make: _ClipMaker, log: _SkipLog) -> Iterator[dict]:
+    for raw in samples:
+        try:
+            clip = make(raw)
+        except Exception as exn:  # any corrupt member: skip, count, report, go on
+            log.add(raw.get("__key__", "?"), exn)
+            continue
+        log.in_a_row = 0
+        yield clip
+
+
+# --- Clips -> batch (inside the worker) ----------------------------------------------------
+
+
+def _collate(clips: list[dict], log: _SkipLog) -> dict:
+    skipped_keys = log.drain()
+    return {
+        "video": torch.stack([c["video"] for c in clips]),  # float32 [B, T, H, W, 3]
+        "audio": torch.stack([c["audio"] for c in clips]),  # float32 [B, S]
+        "text_ids": torch.stack([c["text_ids"] for c in clips]),  # int64 [B, K, L]
+        "text_mask": torch.stack([c["text_mask"] for c in clips]),  # float32 [B, K]
+        "audio_mask": torch.tensor([c["audio_mask"] for c in clips], dtype=torch.float32),
+        "source": torch.tensor([c["source"] for c in clips], dtype=torch.int64),  # [B]
+        "keys": [c["key"] for c in clips],
+        "skipped": len(skipped_keys),
+        "skipped_keys": skipped_keys,
+    }
+
+
+class ClipStream(IterableDataset):
+    """Endless batches for one rank; each DataLoader worker builds its own pipeline."""
+
+    def __init__(
+        self,
+        data: DataConfig,
+        shape: ClipShape,
+        *,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start_step: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        clip_strides(data.clip_seconds, shape, SHARD_FPS, SHARD_SAMPLE_RATE)  # fail early
+        self.data, self.shape, self.batch_size = data, shape, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.start_step = seed, start_step
+        weights = data.source_weights()
+        self.names = [s for s in SOURCES if s in weights]
+        self.probs = [weights[s] for s in self.names]
+        self.shards = {s: shard_format.list_shards(getattr(data, s)) for s in self.names}
+        for s, found in self.shards.items():
+            if not found:
+                raise ValueError(f"data.{s}={getattr(data, s)!r}: no *.tar shards there")
+        tok = data.tokenizer_path()
+        if tok and "howto100m" in self.names and not Path(tok).exists():
+            raise ValueError(f"tokenizer {tok!r} does not exist (set data.tokenizer)")
+        self._iterations = 0  # a second iter() on the same workers gets fresh seeds
+
+    def _seed_words(self, *more: int) -> list[int]:
+        return [self.seed % 2**63, self.start_step, self._iterations, *more]
+
+    def __iter__(self) -> Iterator[dict]:
+        self._iterations += 1
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        consumer, consumers = self.rank * workers + worker, self.world_size * workers
+        log = _SkipLog()
+        streams = [
+            iter(_source_stream(self.shards[s], consumer, consumers, self._seed_words(i), log))
+            for i, s in enumerate(self.names)
+        ]
+        # Per-consumer randomness: source choice, shuffle buffer, crops/augmentation.
+        mix_ss, shuffle_ss, aug_ss = np.random.SeedSequence(
+            self._seed_words(self.rank, worker)
+        ).spawn(3)
+        gen = torch.Generator().manual_seed(int(aug_ss.generate_state(1, np.uint64)[0] >> 1))
+        bufsize = self.data.shuffle_buffer
+        pipeline = wds.DataPipeline(
+            functools.partial(_mix, streams, self.names, self.probs, np.random.default_rng(mix_ss)),
+            # Shuffles raw bytes (~0.45 MB a window), not decoded float clips (~19 MB at 32x224).
+            wds.shuffle(bufsize, bufsize, rng=random.Random(int(shuffle_ss.generate_state(1)[0]))),
+            functools.partial(_to_clips, make=_ClipMaker(self.data, self.shape, gen), log=log),
+            wds.batched(
+                self.batch_size, collation_fn=functools.partial(_collate, log=log), partial=False
+            ),
+        )
+        return iter(pipeline)
+
+
+def build_loader(
+    data: DataConfig,
+    shape: ClipShape,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    start_step: int = 0,
+    pin_memory: bool | None = None,
+) -> DataLoader:
+    """An endless DataLoader of batch dicts for one rank:
+
+      video float32 [B, T, H, W, 3] in [-1, 1]   audio float32 [B, S] in [-1, 1]
+      text_ids int64 [B, K, L] (0 = padding)     text_mask float32 [B, K] (1 = real caption)
+      audio_mask float32 [B]                     source int64 [B] (index into SOURCES)
+      keys list[str]                             skipped int, skipped_keys list[str]
+
+    with (T, H, W, S) from `shape`, K = data.num_captions, L = data.max_words. `skipped`
+    counts the corrupt samples the producing worker dropped since its previous batch.
+    Batches are assembled in the workers (batch_size=None here), so the main process only
+    receives ready tensors. pin_memory=None pins when CUDA is visible to this process (Ray
+    hides GPUs from CPU-only workers). Iterate it once: a fresh iter() restarts the stream
+    with new seeds.
+    """
+    dataset = ClipStream(
+        data, shape, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
+        start_step=start_step,
+    )  # fmt: skip
+    workers = data.loader_workers
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+    )
+
+
+__all__ = ["SOURCES", "ClipShape", "ClipStream", "build_loader", "clip_strides"]
