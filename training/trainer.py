@@ -123,6 +123,16 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report at INFO on the workers; our progress line says enough.
+    Some of its modules name their logger by file path, outside the "ray.train" tree."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray.train") or f"{os.sep}ray{os.sep}train{os.sep}" in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_loop(loop_config: dict) -> None:
     """One Ray Train worker: see the module docstring for the order of things."""
     cfg: TrainConfig = loop_config["cfg"]
@@ -130,14 +140,11 @@ def train_loop(loop_config: dict) -> None:
     fault_step: int | None = loop_config.get("fault_kill_step")
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.scaling.use_gpu else "cpu")
 
-    import logging
-
     import deepspeed
     import ray.train
     import torch
 
-    # Ray Train logs every report at INFO on the workers; our progress line says enough.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    _quiet_ray_train_logs()
 
     from training.checkpoint import load_into_engine, write_checkpoint
     from training.ds_config import batch_arithmetic, deepspeed_dict, global_batch
