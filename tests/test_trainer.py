@@ -134,15 +134,47 @@ def test_killed_worker_recovers_from_last_checkpoint(sample_shards, ray_local, t
     assert record["loaded_checksum"] == pytest.approx(record["saved_checksum"], rel=1e-12)
 
 
-def test_zero3_smoke_and_export(sample_shards, ray_local, tmp_path):
+def write_shard_with_garbage(sample_shards: dict, folder: Path) -> None:
+    """One shard: two garbage samples (one per rank under the every-n-th split), then six
+    good HowTo100M samples copied from the real shards."""
+    import webdataset as wds
+
+    from preprocessing.shard_format import iter_samples, list_shards
+
+    shards = list_shards(str(sample_shards["howto100m"]))
+    good = [
+        {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+        for _, sample in zip(range(6), iter_samples(shards))
+    ]
+    folder.mkdir()
+    with wds.TarWriter(str(folder / "mixed-000000.tar")) as w:
+        for i in range(2):
+            w.write({**good[i], "__key__": f"garbage{i}", "mjpeg": b"\xff\xd8 not a jpeg"})
+        for sample in good:
+            w.write(sample)
+
+
+def test_zero3_smoke_corrupt_samples_skipped_and_export(sample_shards, ray_local, tmp_path):
+    write_shard_with_garbage(sample_shards, tmp_path / "mixed")
     cfg = make_config(
         sample_shards,
         tmp_path,
         "zero3",
-        **{"deepspeed.zero_stage": 3, "max_steps": 3, "checkpoint.every_steps": 3},
+        **{
+            "deepspeed.zero_stage": 3,
+            "max_steps": 3,
+            "checkpoint.every_steps": 3,
+            "data.howto100m": str(tmp_path / "mixed"),
+            "data.tokenizer": str(sample_shards["tokenizer"]),
+        },
     )
     summary = run_training(cfg)
     assert summary["steps"] == 3 and summary["final"]["loss"] > 0
+    # Corrupt samples were skipped, counted over both ranks and named per rank.
+    assert summary["skipped_samples"] >= 2
+    for rank in (0, 1):
+        text = (Path(cfg.run_dir()) / f"skipped_samples_rank{rank}.txt").read_text()
+        assert f"garbage{rank}: " in text
     out = export_weights(summary["checkpoint"], tmp_path / "export")
     model = load_exported(out).eval()
     video = torch.zeros(1, 8, 64, 64, 3)
