@@ -110,9 +110,18 @@ def decode_sample(sample: dict, frames: slice | None = None) -> dict:
 
 
 def list_shards(path: str) -> list[str]:
-    """A shard file, or every `*.tar` under a folder (or its `shards/`), sorted."""
+    """A shard file, or every `*.tar` under a folder (or its `shards/`), sorted. `path` may be
+    an object-store URI (s3://, gs://, ...; see storage.py); then URIs are returned."""
     from pathlib import Path
 
+    from preprocessing import storage
+
+    if storage.is_uri(path):
+        if path.split("?")[0].endswith(".tar"):
+            return [path]
+        return storage.list_files(storage.join(path, "shards"), ".tar") or storage.list_files(
+            path, ".tar"
+        )
     p = Path(path)
     if p.is_file():
         return [str(p)]

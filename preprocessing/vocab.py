@@ -36,7 +36,11 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load tokenizer.json (or the folder that holds it)."""
+    """Load tokenizer.json (or the folder that holds it); `path` may be an object-store URI."""
+    from preprocessing import storage
+
+    if storage.is_uri(str(path)):
+        return Tokenizer.from_str(storage.read_bytes(str(path)).decode("utf-8"))
     p = Path(path)
     return Tokenizer.from_file(str(p / TOKENIZER_FILE if p.is_dir() else p))
 

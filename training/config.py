@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from preprocessing import storage
 from training.losses import LossConfig
 
 
@@ -106,6 +107,8 @@ class DataConfig:
             return self.tokenizer
         if not self.howto100m:
             return ""  # AudioSet only: no text, the text tower gets padding
+        if storage.is_uri(self.howto100m):
+            return storage.join(self.howto100m, "tokenizer.json")
         return f"{self.howto100m.rstrip('/')}/tokenizer.json"
 
 

@@ -33,11 +33,14 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from preprocessing import shard_format
+from preprocessing import shard_format, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.vocab import encode_captions, load_tokenizer
 from training.augment import audio_to_float, augment_clip, pool_audio
 from training.config import DataConfig
+
+# Object-store shard URIs (s3://, gs://, ...) open through pyarrow in every loader process.
+storage.register_webdataset_schemes()
 
 SOURCES = ("howto100m", "audioset")  # the batch's `source` is the index in this tuple
 # The rates `vatt preprocess` writes by default (10 fps, 48 kHz): used to validate the clip
@@ -349,7 +352,11 @@ class ClipStream(IterableDataset):
             if not found:
                 raise ValueError(f"data.{s}={getattr(data, s)!r}: no *.tar shards there")
         tok = data.tokenizer_path()
-        if tok and "howto100m" in self.names and not Path(tok).exists():
+        if (
+            tok
+            and "howto100m" in self.names
+            and not (storage.exists(tok) if storage.is_uri(tok) else Path(tok).exists())
+        ):
             raise ValueError(f"tokenizer {tok!r} does not exist (set data.tokenizer)")
         self._iterations = 0  # a second iter() on the same workers gets fresh seeds
 
