@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 TEST_TIMEOUT ?= 2400
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test lint format bench clean help
+.PHONY: install demo sweep-demo test lint format bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,8 +18,11 @@ help:  ## list targets
 install:  ## idempotent: apt ffmpeg/espeak-ng, .venv with CPU torch, project (editable, dev), DeepSpeed op warm-up
 	@bash scripts/install.sh
 
-demo: install  ## sample corpus -> preprocessing -> inspect, on an embedded local Ray
+demo: install  ## sample corpus -> shards -> pretraining -> eval vs untrained -> fine-tuning (embedded local Ray)
 	@bash scripts/demo.sh $(DEMO_OUT)
+
+sweep-demo: install  ## 3-trial Ray Tune sweep (ASHA) of the debug preset on the demo shards, then train the best config
+	@bash scripts/sweep_demo.sh $(DEMO_OUT)
 
 lint: install  ## ruff lint + format check
 	$(VENV)/bin/ruff check .

@@ -19,9 +19,14 @@ COMMAND_MODULES = [
     "pipeline.commands.preprocess",
     "pipeline.commands.inspect",
     "pipeline.commands.train",
+    "pipeline.commands.finetune",
+    "pipeline.commands.tune",
     "pipeline.commands.model_info",
     "pipeline.commands.export",
+    "pipeline.commands.eval",
     "pipeline.commands.plot",
+    "pipeline.commands.submit",
+    "pipeline.commands.jobs",
 ]
 
 

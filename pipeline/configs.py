@@ -152,3 +152,45 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain dict (for logging and for storing beside outputs)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundled configs and the arguments every config-driven job command shares
+# ---------------------------------------------------------------------------------------------
+
+
+def bundled_names(preset_dir: Path) -> list[str]:
+    """The bundled configs in `preset_dir`, by name (file stem)."""
+    return sorted(p.stem for p in Path(preset_dir).glob("*.yaml"))
+
+
+def resolve_config(name: str, preset_dir: Path, what: str = "config") -> Path:
+    """A YAML path, or a bundled config by name (case-insensitive, .yaml optional)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = Path(preset_dir) / f"{name.lower().removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise UsageError(
+        f"config {name}: no such file and not a bundled {what} "
+        f"({', '.join(bundled_names(preset_dir))})"
+    )
+
+
+def load_config(name: str, preset_dir: Path, overrides: list[str], what: str = "config") -> dict:
+    """The YAML of `name` (a path or bundled name) with KEY=VALUE overrides merged in."""
+    return deep_merge(read_yaml(resolve_config(name, preset_dir, what)), parse_overrides(overrides))
+
+
+def add_job_arguments(p, *, config_help: str, overrides_example: str, what: str = "config"):
+    """--config, --address, --num-cpus, --print-config and KEY=VALUE overrides."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument(
+        "--print-config", action="store_true", help=f"print the resolved {what} and exit"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {overrides_example}")

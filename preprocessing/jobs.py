@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
+from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.manifest import (
     caption_texts,
@@ -26,6 +27,7 @@ from preprocessing.manifest import (
     probe_row,
     read_manifest,
     write_manifest,
+    write_parquet,
 )
 from preprocessing.records import ErrorRow, InputVideo
 from preprocessing.shards import SHARD_DIR, assign_shards, stats_path, write_shard
@@ -46,10 +48,10 @@ class RunMismatch(ValueError):
 
 
 def _check_run_file(cfg: PreprocessConfig) -> None:
-    path = Path(cfg.out) / RUN_FILE
+    path = storage.join(cfg.out, RUN_FILE)
     record = {"fingerprint": cfg.plan_fingerprint(), "config": {k: v for k, v in vars(cfg).items()}}
-    if path.is_file():
-        old = json.loads(path.read_text())
+    if storage.exists(path):
+        old = json.loads(storage.read_text(path))
         if old.get("fingerprint") != record["fingerprint"]:
             changed = sorted(
                 k
@@ -61,7 +63,7 @@ def _check_run_file(cfg: PreprocessConfig) -> None:
                 f"{cfg.out} holds a run made with other settings ({', '.join(changed)} differ); use a new --out or delete it"
             )
         return
-    path.write_text(json.dumps(record, indent=2))
+    storage.write_text(path, json.dumps(record, indent=2))
 
 
 def _list_inputs(cfg: PreprocessConfig) -> tuple[list[InputVideo], list[ErrorRow]]:
@@ -104,8 +106,8 @@ def _write_row(item: dict, cfg: PreprocessConfig) -> dict:
 def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
     """Run (or resume) the job; returns the summary also written to OUT/summary.json."""
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = cfg.out  # a folder or an object-store URI (s3://, gs://): every write goes via storage
+    storage.make_dirs(out)
     _check_run_file(cfg)
 
     inputs, errors = _list_inputs(cfg)
@@ -113,7 +115,8 @@ def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
     clips, plan_errors = plan_clips(cfg, inputs, manifest)
     errors += plan_errors
     shards = assign_shards(clips, cfg.samples_per_shard, cfg.source)
-    (out / "plan.json").write_text(
+    storage.write_text(
+        storage.join(out, "plan.json"),
         json.dumps(
             {
                 "fingerprint": cfg.plan_fingerprint(),
@@ -122,15 +125,21 @@ def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
                 ],
             },
             indent=1,
-        )
+        ),
     )
 
     if cfg.source == "howto100m":
         save_tokenizer(build_tokenizer(caption_texts(inputs), cfg.vocab_size), out)
 
-    for stale in (out / SHARD_DIR).glob("*.tmp-*"):  # left by a killed run; never loaded
-        stale.unlink(missing_ok=True)
-    pending = [s for s in shards if not stats_path(out, s["name"]).is_file()]
+    if not storage.is_uri(out):  # remote shards are built in a temp file on the worker
+        for stale in (Path(out) / SHARD_DIR).glob("*.tmp-*"):  # left by a killed run
+            stale.unlink(missing_ok=True)
+    # One listing instead of a stat (an object-store request) per shard.
+    finished = {
+        os.path.basename(f.split("?")[0]).removesuffix(".stats.json")
+        for f in storage.list_files(storage.join(out, SHARD_DIR), ".stats.json")
+    }
+    pending = [s for s in shards if s["name"] not in finished]
     resumed = len(shards) - len(pending)
     t_shards = time.time()
     if pending:
@@ -153,19 +162,19 @@ def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
                 )
 
     shard_stage_seconds = time.time() - t_shards
-    per_shard = [json.loads(stats_path(out, s["name"]).read_text()) for s in shards]
+    per_shard = [json.loads(storage.read_text(stats_path(out, s["name"]))) for s in shards]
     for st in per_shard:
         errors += [ErrorRow(**e) for e in st["errors"]]
     _write_errors(errors, out)
     summary = _summary(cfg, inputs, errors, clips, per_shard, resumed, time.time() - t0)
     summary["shard_stage_seconds"] = round(shard_stage_seconds, 2)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    storage.write_text(storage.join(out, SUMMARY_FILE), json.dumps(summary, indent=2))
     return summary
 
 
-def _write_errors(errors: list[ErrorRow], out: Path) -> None:
+def _write_errors(errors: list[ErrorRow], out: str) -> None:
     table = pa.Table.from_pylist([e.to_dict() for e in errors], schema=ERRORS_SCHEMA)
-    pq.write_table(table, out / ERRORS_FILE)
+    write_parquet(table, storage.join(out, ERRORS_FILE))
 
 
 def error_kind(reason: str) -> str:

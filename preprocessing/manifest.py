@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.probe import ProbeError, probe
 from preprocessing.records import ErrorRow, InputVideo
@@ -61,7 +62,11 @@ def probe_row(row: dict) -> dict:
     """Add ffprobe facts to an input row; a failure becomes `probe_error` (never raises)."""
     out = dict(row)
     try:
-        facts = probe(row["path"]).to_dict()
+        try:
+            with storage.local_copy(row["path"]) as local:
+                facts = probe(local).to_dict()
+        except OSError as e:  # an object-store input that cannot be fetched
+            raise ProbeError(f"cannot download it: {e}") from None
         out.update(facts)
         out["probe_error"] = ""
     except ProbeError as e:
@@ -71,18 +76,25 @@ def probe_row(row: dict) -> dict:
     return {k: out.get(k) for k in MANIFEST_SCHEMA.names}
 
 
-def write_manifest(rows: list[dict], out: str | Path) -> Path:
-    path = Path(out) / MANIFEST_FILE
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write a (small) table to a path or object-store URI in one piece."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def write_manifest(rows: list[dict], out: str | Path) -> str:
+    path = storage.join(str(out), MANIFEST_FILE)
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["clip_id"]), schema=MANIFEST_SCHEMA)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_parquet(table, path)
     return path
 
 
 def read_manifest(out: str | Path) -> list[dict] | None:
-    path = Path(out) / MANIFEST_FILE
-    return pq.read_table(path).to_pylist() if path.is_file() else None
+    path = storage.join(str(out), MANIFEST_FILE)
+    if not storage.exists(path):
+        return None
+    return pq.read_table(pa.BufferReader(storage.read_bytes(path))).to_pylist()
 
 
 def plan_clips(

@@ -14,6 +14,14 @@ Output layout under OUT (file-naming rule in `audioset_file_name`):
     audioset/class_labels_indices.csv        index,mid,display_name
     msrvtt/videos/video<N>.mp4               held-out retrieval test videos (10-15 s)
     msrvtt/msrvtt_test.csv                   key,vid_key,video_id,sentence
+    ucf101/videos/<Class>/v_<Class>_g<GG>_c<CC>.avi   action clips (XviD AVI, 320x240, 4-7 s;
+                                             each group has its own lighting/colour balance);
+                                             class = topic name in CamelCase
+    ucf101/splits/classInd.txt, trainlist0<s>.txt, testlist0<s>.txt   UCF101 split files
+    esc50/audio/<fold>-<src>-<take>-<target>.wav      5 s 44.1 kHz mono sound of the topic
+    esc50/meta/esc50.csv                     filename,fold,target,category,esc10,src_file,take
+    youcook2/videos/<video_id>.mp4           2-3 segments of different topics back to back
+    youcook2/youcookii_val.csv               end,start,task,text,video_id (one row per segment)
     topics.json                              topics, the topic of every file, seed, version
 """
 
@@ -32,12 +40,12 @@ import tempfile
 import time
 import wave
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 GENERATOR = "vatt-sample-corpus"
 # Bump when the same seed would produce different content (captions, ids, topics).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "3"
 
 # A training window is 32 frames at 10 fps (spec §1); used only to report expected windows.
 WINDOW_S = 3.2
@@ -53,6 +61,18 @@ MSRVTT_HEADER = ("key", "vid_key", "video_id", "sentence")
 # Real MSR-VTT test videos are video7010-video9999.
 _MSRVTT_NUMBERS = range(7010, 10000)
 _MSRVTT_MAX_VIDEOS = len(_MSRVTT_NUMBERS)
+# Every UCF101 clip is 320x240 at 25 fps, XviD in AVI.
+UCF101_SIZE = (320, 240)
+UCF101_FPS = 25
+# UCF101 has 25 groups per class and 3 splits; split s tests on the s-th block of 7 groups
+# (groups 1-7, 8-14, 15-21), so we test on the same fraction of our groups.
+UCF101_SPLITS = 3
+_UCF101_TEST_FRACTION = 7 / 25
+ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+ESC50_FOLDS = 5
+YOUCOOK2_COLUMNS = ("end", "start", "task", "text", "video_id")
+# YouCook2 recipe types are 3-digit ids (101 ... 426); one per video.
+_YOUCOOK2_TASKS = range(101, 427)
 # A YouTube id is 64 bits in 11 base64 chars: the last char holds 4 bits, so it is one of 16.
 _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _YT_LAST = "AEIMQUYcgkosw048"
@@ -261,6 +281,19 @@ class SampleCorpusConfig:
     msrvtt_min_s: int = 10
     msrvtt_max_s: int = 15
     audioset_clip_s: int = 10  # AudioSet segments are 10 s
+    # Labelled evaluation sets (topic = class). UCF101: groups per class (test groups are
+    # disjoint from training groups, as in UCF101), clips per group; 0 groups = none.
+    ucf101_groups: int = 3
+    ucf101_clips_per_group: int = 1
+    ucf101_min_s: int = 4
+    ucf101_max_s: int = 7
+    esc50_clips_per_class: int = 5  # spread over the 5 folds; ESC-50 has 40
+    esc50_clip_s: int = 5  # every ESC-50 clip is 5 s
+    youcook2_videos: int = 4
+    youcook2_min_segments: int = 2  # each of a different topic
+    youcook2_max_segments: int = 3
+    youcook2_segment_min_s: int = 5  # > one 3.2 s window, so every segment holds a clip
+    youcook2_segment_max_s: int = 8
     caption_every_min_s: float = 2.5  # HowTo100M ASR lines start every few seconds
     caption_every_max_s: float = 5.0
     caption_min_words: int = 3
@@ -268,7 +301,14 @@ class SampleCorpusConfig:
     speech_background_ratio: float = 0.5  # background level under speech, x topic level
 
     def __post_init__(self) -> None:
-        for name in ("videos", "audioset_clips", "msrvtt_videos"):
+        for name in (
+            "videos",
+            "audioset_clips",
+            "msrvtt_videos",
+            "ucf101_groups",
+            "esc50_clips_per_class",
+            "youcook2_videos",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.msrvtt_videos > _MSRVTT_MAX_VIDEOS:
@@ -277,9 +317,7 @@ class SampleCorpusConfig:
                 f"got {self.msrvtt_videos}"
             )
         if self.total_items == 0:
-            raise ValueError(
-                "nothing to generate: videos, audioset_clips and msrvtt_videos are all 0"
-            )
+            raise ValueError("nothing to generate: every count (videos, audioset_clips, ...) is 0")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not 1 <= self.num_topics <= len(TOPICS):
@@ -302,10 +340,44 @@ class SampleCorpusConfig:
             )
         if not 0.0 <= self.speech_background_ratio <= 1.0:
             raise ValueError("speech_background_ratio must be in [0, 1]")
+        if self.ucf101_groups == 1:
+            raise ValueError("ucf101_groups must be 0 or >= 2 (test groups + training groups)")
+        if self.ucf101_clips_per_group < 1:
+            raise ValueError(
+                f"ucf101_clips_per_group must be >= 1, got {self.ucf101_clips_per_group}"
+            )
+        if not 1 <= self.ucf101_min_s <= self.ucf101_max_s:
+            raise ValueError("need 1 <= ucf101_min_s <= ucf101_max_s")
+        if self.esc50_clip_s < 1:
+            raise ValueError(f"esc50_clip_s must be >= 1, got {self.esc50_clip_s}")
+        if not 1 <= self.youcook2_min_segments <= self.youcook2_max_segments:
+            raise ValueError("need 1 <= youcook2_min_segments <= youcook2_max_segments")
+        if self.youcook2_videos and self.youcook2_max_segments > self.num_topics:
+            raise ValueError(
+                f"youcook2_max_segments={self.youcook2_max_segments} segments of different "
+                f"topics need as many topics (num_topics={self.num_topics})"
+            )
+        if not 1 <= self.youcook2_segment_min_s <= self.youcook2_segment_max_s:
+            raise ValueError("need 1 <= youcook2_segment_min_s <= youcook2_segment_max_s")
+
+    @property
+    def ucf101_clips(self) -> int:
+        return self.num_topics * self.ucf101_groups * self.ucf101_clips_per_group
+
+    @property
+    def esc50_clips(self) -> int:
+        return self.num_topics * self.esc50_clips_per_class
 
     @property
     def total_items(self) -> int:
-        return self.videos + self.audioset_clips + self.msrvtt_videos
+        return (
+            self.videos
+            + self.audioset_clips
+            + self.msrvtt_videos
+            + self.ucf101_clips
+            + self.esc50_clips
+            + self.youcook2_videos
+        )
 
     def content_dict(self) -> dict:
         """Every field that affects the output (not `workers`), for topics.json."""
@@ -318,16 +390,19 @@ class SampleCorpusConfig:
 class ClipPlan:
     """Everything needed to render one file; made up front from the seed, rendered in a thread."""
 
-    kind: str  # "howto100m" | "audioset" | "msrvtt"
-    name: str  # video_id, AudioSet file stem or "video<N>"
+    kind: str  # "howto100m" | "audioset" | "msrvtt" | "ucf101" | "esc50" | "youcook2"
+    name: str  # the file's stem: video_id, AudioSet stem, "video<N>", "v_<Class>_g01_c01", ...
     rel_path: str  # relative to OUT
-    topic: int
-    width: int
+    topic: int  # the first segment's topic for youcook2
+    width: int  # 0 for sound-only files (esc50)
     height: int
     fps: int
     duration_s: int
     rng_seed: str  # seeds the per-clip jitter and the captions
     speech: bool
+    # youcook2: (topic, seconds) of each segment, played back to back; () = one topic throughout
+    segments: tuple[tuple[int, int], ...] = ()
+    task: int = 0  # youcook2 recipe id
 
 
 @dataclass(frozen=True)
@@ -351,6 +426,10 @@ class SampleCorpusSummary:
     video_seconds: float
     total_bytes: int
     seconds: float
+    ucf101_clips: int = 0
+    esc50_clips: int = 0
+    youcook2_videos: int = 0
+    youcook2_segments: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +465,130 @@ def _unique_ids(n: int, rng: random.Random, taken: set[str]) -> list[str]:
             taken.add(vid)
             ids.append(vid)
     return ids
+
+
+def ucf101_class_name(topic: Topic) -> str:
+    """UCF101-style CamelCase class name: "car repair" -> "CarRepair"."""
+    return "".join(word.capitalize() for word in topic.name.split())
+
+
+def esc50_category(topic: Topic) -> str:
+    """ESC-50-style category: lower case, '_' between words ("car repair" -> "car_repair")."""
+    return topic.name.replace(" ", "_")
+
+
+def ucf101_test_groups(groups: int, split: int) -> range | None:
+    """The (1-based) test groups of UCF101 split `split` when each class has `groups` groups,
+    or None when that split does not exist (too few groups for a disjoint block).
+
+    As in UCF101 (25 groups: split 1 tests on groups 1-7, split 2 on 8-14, split 3 on 15-21),
+    split s tests on the s-th block of round(groups * 7 / 25) groups and trains on the rest."""
+    size = max(1, round(groups * _UCF101_TEST_FRACTION))
+    first = (split - 1) * size + 1
+    if groups - size < 1 or first + size - 1 > groups:
+        return None
+    return range(first, first + size)
+
+
+def ucf101_recording_filter(seed: int, name: str) -> str:
+    """The ffmpeg filters of a UCF101-style clip's group: its "recording conditions".
+
+    In UCF101 a group is one actor and setting, and test groups are disjoint from training
+    groups, so a probe must generalise across conditions. Here every group gets its own
+    lighting and colour balance (contrast, brightness, saturation, hue), within the colour
+    jitter that pretraining augments with (training.config.AugmentConfig): a pretrained
+    tower has learnt to see the topic through them, an untrained one has not."""
+    group = name.rsplit("_g", 1)[1][:2]  # v_<Class>_g<GG>_c<CC>
+    rng = random.Random(f"{seed}/ucf101/conditions/g{group}")
+    contrast, brightness = rng.uniform(0.6, 1.4), rng.uniform(-0.15, 0.15)
+    saturation, hue_degrees = rng.uniform(0.6, 1.4), rng.uniform(-18.0, 18.0)
+    return (
+        f",eq=contrast={contrast:.3f}:brightness={brightness:.3f}:saturation={saturation:.3f}"
+        f",hue=h={hue_degrees:.1f}"
+    )
+
+
+def ucf101_splits(groups: int) -> list[int]:
+    """The split numbers (1..3) that exist for `groups` groups per class."""
+    return [s for s in range(1, UCF101_SPLITS + 1) if ucf101_test_groups(groups, s)]
+
+
+def _labelled_plans(
+    config: SampleCorpusConfig, id_rng: random.Random, taken: set[str]
+) -> list[ClipPlan]:
+    """UCF101-, ESC-50- and YouCook2-style files: the topic is the class (or segment) label."""
+    seed, plans = config.seed, []
+    rng = random.Random(f"{seed}/ucf101")
+    w, h = UCF101_SIZE
+    for t in range(config.num_topics):
+        cls = ucf101_class_name(TOPICS[t])
+        for g in range(1, config.ucf101_groups + 1):
+            for c in range(1, config.ucf101_clips_per_group + 1):
+                name = f"v_{cls}_g{g:02d}_c{c:02d}"
+                duration = rng.randint(config.ucf101_min_s, config.ucf101_max_s)
+                plans.append(
+                    ClipPlan(
+                        "ucf101",
+                        name,
+                        f"ucf101/videos/{cls}/{name}.avi",
+                        t,
+                        w,
+                        h,
+                        UCF101_FPS,
+                        duration,
+                        f"{seed}/ucf101/{name}",
+                        speech=False,
+                    )  # fmt: skip
+                )
+    rng = random.Random(f"{seed}/esc50")
+    # Freesound ids: unique per clip (real ESC-50 cuts several takes A, B, ... from one).
+    sources = rng.sample(range(10000, 300000), config.esc50_clips)
+    for t in range(config.num_topics):
+        first_fold = rng.randrange(ESC50_FOLDS)  # folds hold a class's clips evenly (+-1)
+        for j in range(config.esc50_clips_per_class):
+            fold = (first_fold + j) % ESC50_FOLDS + 1
+            name = f"{fold}-{sources.pop()}-A-{t}"
+            plans.append(
+                ClipPlan(
+                    "esc50",
+                    name,
+                    f"esc50/audio/{name}.wav",
+                    t,
+                    0,
+                    0,
+                    0,
+                    config.esc50_clip_s,
+                    f"{seed}/esc50/{name}",
+                    speech=False,
+                )  # fmt: skip
+            )
+    rng = random.Random(f"{seed}/youcook2")
+    for i, video_id in enumerate(_unique_ids(config.youcook2_videos, id_rng, taken)):
+        n = rng.randint(config.youcook2_min_segments, config.youcook2_max_segments)
+        topics = rng.sample(range(config.num_topics), n)  # different topics, so a segment's
+        # clips must come from inside its [start, end] to match its text
+        seconds = [
+            rng.randint(config.youcook2_segment_min_s, config.youcook2_segment_max_s)
+            for _ in topics
+        ]
+        w, h = RESOLUTIONS[i % len(RESOLUTIONS)]
+        plans.append(
+            ClipPlan(
+                "youcook2",
+                video_id,
+                f"youcook2/videos/{video_id}.mp4",
+                topics[0],
+                w,
+                h,
+                FRAME_RATES[i % len(FRAME_RATES)],
+                sum(seconds),
+                f"{seed}/youcook2/{i}",
+                speech=False,
+                segments=tuple(zip(topics, seconds)),
+                task=rng.choice(_YOUCOOK2_TASKS),
+            )  # fmt: skip
+        )
+    return plans
 
 
 def make_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
@@ -442,7 +645,8 @@ def make_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
                     speech=kind != "audioset",
                 )
             )
-    return plans
+    # Drawn after the others, so adding these sets left the older files' content unchanged.
+    return plans + _labelled_plans(config, id_rng, taken)
 
 
 def make_caption_text(topic: Topic, rng: random.Random, min_words: int, max_words: int) -> str:
@@ -605,44 +809,88 @@ def _write_wav(path: Path, pcm: bytes, rate: int) -> None:
         w.writeframes(pcm)
 
 
+def _encoder_args(plan: ClipPlan) -> list[str]:
+    """Codecs of the file's format: UCF101 is XviD + MP3 in AVI, the web sets H.264 + AAC."""
+    if plan.kind == "ucf101":
+        video = ["-c:v", "libxvid", "-q:v", "5", "-vtag", "XVID"]
+        audio = ["-c:a", "libmp3lame", "-b:a", "64k"]
+    else:
+        video = ["-c:v", "libx264", "-preset", "ultrafast"]
+        # The default AAC coder (twoloop) costs ~3x more CPU than the video here; "fast" is
+        # transparent enough for tones and espeak speech.
+        audio = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k"]
+    # Keyframes every 2 s like typical web video, so decoders can seek to windows cheaply.
+    return [*video, "-g", str(2 * plan.fps), *audio, "-ac", "1", "-ar", str(AUDIO_RATE)]
+
+
 def render_clip(plan: ClipPlan, config: SampleCorpusConfig, out_dir: Path) -> Captions | None:
-    """Write one mp4 (H.264 + AAC); returns its captions for speech clips, else None."""
-    topic = TOPICS[plan.topic]
-    rng = random.Random(plan.rng_seed + "/render")
-    video_inputs, overlay = _video_filters(plan, topic, rng)
-    level = topic.level * (config.speech_background_ratio if plan.speech else 1.0)
-    audio_input, audio_chain = _audio_source(plan, topic, rng, level)
+    """Write one file (mp4, avi or wav by kind); returns its captions for speech clips, else None."""
     target = out_dir / plan.rel_path
-    partial = target.with_name(target.stem + ".partial.mp4")
-    with tempfile.TemporaryDirectory(prefix="vatt-sample-") as tmp:
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    target.parent.mkdir(parents=True, exist_ok=True)  # UCF101 class folders
+    partial = target.with_name(target.stem + ".partial" + target.suffix)
+    if plan.kind == "esc50":
+        _render_sound(plan, partial)
+        os.replace(partial, target)
+        return None
+    # One (topic, seconds) piece per segment; a plain clip is one piece of its own topic.
+    pieces = [plan]
+    if plan.segments:
+        pieces = [
+            replace(plan, topic=t, duration_s=d, rng_seed=f"{plan.rng_seed}/{i}")
+            for i, (t, d) in enumerate(plan.segments)
+        ]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    chains = []
+    for i, piece in enumerate(pieces):
+        topic = TOPICS[piece.topic]
+        rng = random.Random(piece.rng_seed + "/render")
+        video_inputs, overlay = _video_filters(piece, topic, rng)
+        if plan.kind == "ucf101":
+            overlay += ucf101_recording_filter(config.seed, plan.name)
+        level = topic.level * (config.speech_background_ratio if plan.speech else 1.0)
+        audio_input, audio_chain = _audio_source(piece, topic, rng, level)
         for source in (*video_inputs, audio_input):
             cmd += ["-f", "lavfi", "-i", source]
-        graph = f"[0:v][1:v]{overlay},format=yuv420p[v];[2:a]{audio_chain}"
-        captions = None
+        chains.append(f"[{3 * i}:v][{3 * i + 1}:v]{overlay},format=yuv420p")
+        chains.append(f"[{3 * i + 2}:a]{audio_chain}")
+    if len(pieces) == 1:
+        graph = f"{chains[0]}[v];{chains[1]}"
+    else:
+        labels = "".join(f"[v{i}][a{i}]" for i in range(len(pieces)))
+        graph = "".join(f"{c}[{'va'[j % 2]}{j // 2}];" for j, c in enumerate(chains))
+        graph += f"{labels}concat=n={len(pieces)}:v=1:a=1[v][bg]"
+    captions = None
+    with tempfile.TemporaryDirectory(prefix="vatt-sample-") as tmp:
         if plan.speech:
-            captions, speech = render_captions(plan, config, topic)
+            captions, speech = render_captions(plan, config, TOPICS[plan.topic])
             speech_path = Path(tmp) / "speech.wav"
             _write_wav(speech_path, speech, ESPEAK_RATE)
             cmd += ["-i", str(speech_path)]
             # normalize=0 keeps both at their own level (amix would otherwise halve each input).
             graph += (
-                f"[bg];[3:a]aresample={AUDIO_RATE},apad[sp];"
+                f"[bg];[{3 * len(pieces)}:a]aresample={AUDIO_RATE},apad[sp];"
                 "[bg][sp]amix=inputs=2:duration=first:normalize=0[a]"
             )
-        else:
+        elif len(pieces) == 1:
             graph += "[a]"
+        else:
+            graph += ";[bg]anull[a]"
         cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", str(plan.duration_s)]
-        # Keyframes every 2 s like typical web video, so decoders can seek to windows cheaply.
-        cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(2 * plan.fps)]
-        # The default AAC coder (twoloop) costs ~3x more CPU than the video here; "fast" is
-        # transparent enough for tones and espeak speech.
-        cmd += ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k", "-ac", "1"]
-        cmd += ["-ar", str(AUDIO_RATE), str(partial)]
+        cmd += [*_encoder_args(plan), str(partial)]
         _run(cmd, plan.rel_path)
     # Rename last, so a crash never leaves a half-written file under its final name.
     os.replace(partial, target)
     return captions
+
+
+def _render_sound(plan: ClipPlan, target: Path) -> None:
+    """An ESC-50-style clip: the topic's sound alone, 16-bit PCM WAV at 44.1 kHz mono."""
+    topic = TOPICS[plan.topic]
+    rng = random.Random(plan.rng_seed + "/render")
+    source, chain = _audio_source(plan, topic, rng, topic.level)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-af", chain]
+    cmd += ["-t", str(plan.duration_s), "-c:a", "pcm_s16le", "-ac", "1", "-ar", str(AUDIO_RATE)]
+    _run([*cmd, str(target)], plan.rel_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,22 +954,94 @@ def write_msrvtt_csv(path: Path, plans: list[ClipPlan], seed: int) -> None:
             writer.writerow([f"ret{i}", f"msr{number}", plan.name, sentence])
 
 
+def write_ucf101_splits(split_dir: Path, plans: list[ClipPlan], groups: int) -> None:
+    """UCF101 split files, with its CRLF line ends: classInd.txt ("1 ClassName", classes in
+    alphabetical order), trainlist0<s>.txt ("Class/v_..._g08_c01.avi 1") and
+    testlist0<s>.txt ("Class/v_..._g01_c01.avi"), test groups disjoint from training ones."""
+    split_dir.mkdir(parents=True, exist_ok=True)
+    classes = sorted({ucf101_class_name(TOPICS[p.topic]) for p in plans})
+    index = {c: i for i, c in enumerate(classes, start=1)}
+    (split_dir / "classInd.txt").write_bytes(
+        "".join(f"{i} {c}\r\n" for c, i in index.items()).encode()
+    )
+    # Sorted by class, then group and clip, as in the real lists.
+    rows = sorted((ucf101_class_name(TOPICS[p.topic]), p.name) for p in plans)
+    for split in ucf101_splits(groups):
+        test_groups = ucf101_test_groups(groups, split)
+        train, test = [], []
+        for cls, name in rows:
+            group = int(name.rsplit("_g", 1)[1][:2])
+            if group in test_groups:
+                test.append(f"{cls}/{name}.avi\r\n")
+            else:
+                train.append(f"{cls}/{name}.avi {index[cls]}\r\n")
+        (split_dir / f"trainlist{split:02d}.txt").write_bytes("".join(train).encode())
+        (split_dir / f"testlist{split:02d}.txt").write_bytes("".join(test).encode())
+
+
+def write_esc50_csv(path: Path, plans: list[ClipPlan]) -> None:
+    """ESC-50 `meta/esc50.csv`, sorted by filename; target = topic index, esc10 marks the
+    even targets (a subset, as ESC-10 is of ESC-50)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(ESC50_COLUMNS)
+        for plan in sorted(plans, key=lambda p: p.name):
+            fold, src, take, target = plan.name.split("-")
+            category = esc50_category(TOPICS[plan.topic])
+            esc10 = str(plan.topic % 2 == 0)
+            writer.writerow([f"{plan.name}.wav", fold, target, category, esc10, src, take])
+
+
+def youcook2_segments(plan: ClipPlan) -> list[tuple[int, int, int]]:
+    """(topic, start, end) of each segment of a YouCook2-style video, in whole seconds."""
+    out, t = [], 0
+    for topic, seconds in plan.segments:
+        out.append((topic, t, t + seconds))
+        t += seconds
+    return out
+
+
+def write_youcook2_csv(path: Path, plans: list[ClipPlan], seed: int) -> None:
+    """YouCook2 validation CSV `end,start,task,text,video_id`: one row per segment, whose
+    text is a sentence about that segment's topic."""
+    rng = random.Random(f"{seed}/youcook2/sentences")
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(YOUCOOK2_COLUMNS)
+        for plan in plans:
+            for topic, start, end in youcook2_segments(plan):
+                sentence = make_msrvtt_sentence(TOPICS[topic], rng)
+                writer.writerow([end, start, plan.task, sentence, plan.name])
+
+
 def write_topics_json(
     path: Path, config: SampleCorpusConfig, plans: list[ClipPlan], captions: dict[str, Captions]
 ) -> None:
     """Ground truth: topics, the topic (and format) of every file, seed and generator version."""
-    files: dict[str, dict[str, dict]] = {"howto100m": {}, "audioset": {}, "msrvtt": {}}
+    files: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
     for plan in plans:
         entry = {
             "topic": TOPICS[plan.topic].name,
             "path": plan.rel_path,
             "duration": plan.duration_s,
-            "width": plan.width,
-            "height": plan.height,
-            "fps": plan.fps,
         }
+        if plan.kind != "esc50":
+            entry |= {"width": plan.width, "height": plan.height, "fps": plan.fps}
         if plan.name in captions:
             entry["num_captions"] = len(captions[plan.name].text)
+        if plan.kind == "ucf101":
+            entry["class"] = ucf101_class_name(TOPICS[plan.topic])
+        elif plan.kind == "esc50":
+            entry["fold"] = int(plan.name.split("-")[0])
+            entry["category"] = esc50_category(TOPICS[plan.topic])
+        elif plan.kind == "youcook2":
+            del entry["topic"]  # one per segment instead
+            entry["task"] = plan.task
+            entry["segments"] = [
+                {"topic": TOPICS[t].name, "start": a, "end": b}
+                for t, a, b in youcook2_segments(plan)
+            ]
         files[plan.kind][plan.name] = entry
     topics = [
         {
@@ -750,7 +1070,8 @@ def write_topics_json(
 # Driver
 # ---------------------------------------------------------------------------------------------
 
-_OWNED = ("howto100m", "audioset", "msrvtt", "topics.json")
+KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2")
+_OWNED = (*KINDS, "topics.json")
 
 
 def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
@@ -847,6 +1168,16 @@ def _write_metadata(
     write_msrvtt_csv(
         out / "msrvtt" / "msrvtt_test.csv", [p for p in plans if p.kind == "msrvtt"], config.seed
     )
+    if config.ucf101_clips:
+        ucf = [p for p in plans if p.kind == "ucf101"]
+        write_ucf101_splits(out / "ucf101" / "splits", ucf, config.ucf101_groups)
+    if config.esc50_clips:
+        write_esc50_csv(
+            out / "esc50" / "meta" / "esc50.csv", [p for p in plans if p.kind == "esc50"]
+        )
+    if config.youcook2_videos:
+        youcook = [p for p in plans if p.kind == "youcook2"]
+        write_youcook2_csv(out / "youcook2" / "youcookii_val.csv", youcook, config.seed)
     # Written last: its presence marks a complete corpus.
     write_topics_json(out / "topics.json", config, plans, captions)
 
@@ -867,9 +1198,13 @@ def _summarize(
         captions=n_captions,
         audioset_clips=config.audioset_clips,
         msrvtt_videos=config.msrvtt_videos,
-        video_seconds=float(sum(p.duration_s for p in plans)),
+        video_seconds=float(sum(p.duration_s for p in plans if p.kind != "esc50")),
         total_bytes=total_bytes,
         seconds=seconds,
+        ucf101_clips=config.ucf101_clips,
+        esc50_clips=config.esc50_clips,
+        youcook2_videos=config.youcook2_videos,
+        youcook2_segments=sum(len(p.segments) for p in plans if p.kind == "youcook2"),
     )
 
 

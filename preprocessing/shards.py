@@ -2,9 +2,10 @@
 
 A shard is the idempotent unit of work (video2dataset style): it holds whole videos, its
 content depends only on the inputs and the config, it is written under a temporary name and
-renamed, and its stats file (written last, also by rename) marks it complete. A rerun skips
-every shard whose stats file exists, so a run killed at any moment resumes without
-duplicating or losing a sample. Plain Python: the Ray job in `jobs.py` calls `write_shard`.
+renamed (or uploaded whole to an object store), and its stats file (written last, also
+atomically) marks it complete. A rerun skips every shard whose stats file exists, so a run
+killed at any moment resumes without duplicating or losing a sample. Plain Python: the Ray
+job in `jobs.py` calls `write_shard`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.decode import DecodeError, decode_span
 from preprocessing.records import Caption, ErrorRow
@@ -38,12 +41,13 @@ def shard_name(source: str, index: int) -> str:
     return f"{source}-{index:06d}"
 
 
-def stats_path(out: str | Path, name: str) -> Path:
-    return Path(out) / SHARD_DIR / f"{name}.stats.json"
+def stats_path(out: str | Path, name: str) -> str:
+    """Where shard `name`'s stats file goes: a path, or a URI when `out` is one."""
+    return storage.join(storage.join(str(out), SHARD_DIR), f"{name}.stats.json")
 
 
-def tar_path(out: str | Path, name: str) -> Path:
-    return Path(out) / SHARD_DIR / f"{name}.tar"
+def tar_path(out: str | Path, name: str) -> str:
+    return storage.join(storage.join(str(out), SHARD_DIR), f"{name}.tar")
 
 
 def assign_shards(clips: list[dict], samples_per_shard: int, source: str) -> list[dict]:
@@ -146,8 +150,14 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
     t0 = time.time()
     name = shard["name"]
     final = tar_path(cfg.out, name)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    remote = storage.is_uri(final)
+    # The tar is built in a local temp file: beside the final one (an atomic rename), or in
+    # the node's temp folder when the shard goes to an object store (one upload).
+    if remote:
+        tmp = os.path.join(tempfile.gettempdir(), f"{name}.tar.tmp-{os.getpid()}")
+    else:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = f"{final}.tmp-{os.getpid()}"
     keys: list[str] = []
     errors: list[ErrorRow] = []
     with wds.TarWriter(str(tmp)) as sink:
@@ -159,17 +169,23 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
             span_start = min(w.start for w in windows)
             span_end = max(w.end for w in windows)
             try:
-                span = decode_span(
-                    clip["path"],
-                    span_start,
-                    span_end - span_start + 1.0 / cfg.fps,
-                    fps=cfg.fps,
-                    short_side=cfg.short_side,
-                    sample_rate=cfg.sample_rate,
-                    qscale=cfg.jpeg_qscale,
-                    has_audio=clip["has_audio"],
-                    threads=max(1, int(cfg.cpus_per_task)),
-                )
+                with storage.local_copy(clip["path"]) as local:
+                    span = decode_span(
+                        local,
+                        span_start,
+                        span_end - span_start + 1.0 / cfg.fps,
+                        fps=cfg.fps,
+                        short_side=cfg.short_side,
+                        sample_rate=cfg.sample_rate,
+                        qscale=cfg.jpeg_qscale,
+                        has_audio=clip["has_audio"],
+                        threads=max(1, int(cfg.cpus_per_task)),
+                    )
+            except OSError as e:  # an object-store input that cannot be fetched
+                errors += [
+                    _decode_error(clip, w, DecodeError(f"cannot download: {e}")) for w in windows
+                ]
+                continue
             except DecodeError as e:
                 errors += [_decode_error(clip, w, e) for w in windows]
                 continue
@@ -182,18 +198,23 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                 meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
                 sink.write(encode_sample(meta, frames, audio))
                 keys.append(meta["key"])
-    os.replace(tmp, final)
+    size = os.path.getsize(tmp)
+    if remote:
+        try:
+            storage.upload_file(tmp, final)
+        finally:
+            os.unlink(tmp)
+    else:
+        os.replace(tmp, final)
     stats = {
         "shard": name,
-        "tar": final.name,
+        "tar": f"{name}.tar",
         "samples": len(keys),
-        "bytes": final.stat().st_size,
+        "bytes": size,
         "seconds": round(time.time() - t0, 3),
         "keys": keys,
         "errors": [e.to_dict() for e in errors],
     }
-    sp = stats_path(cfg.out, name)
-    tmp_stats = sp.with_name(f"{sp.name}.tmp-{os.getpid()}")
-    tmp_stats.write_text(json.dumps(stats))
-    os.replace(tmp_stats, sp)  # the stats file is the completion marker: it goes last
+    # The stats file is the completion marker: it goes last, whole (rename or one PUT).
+    storage.write_text(stats_path(cfg.out, name), json.dumps(stats))
     return stats

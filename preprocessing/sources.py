@@ -10,9 +10,11 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 
+from preprocessing import storage
 from preprocessing.records import Caption, ErrorRow, InputVideo
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
@@ -20,10 +22,21 @@ AUDIOSET_HEADER = ["YTID", "start_seconds", "end_seconds", "positive_labels"]
 _SEGMENT_STEM = re.compile(r"^(?P<ytid>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)$")
 
 
-def index_videos(folder: str | Path) -> dict[str, Path]:
-    """Map file stem -> path for every video file directly under `folder`."""
+def _read_input(path: str | Path) -> bytes:
+    """A listing file's bytes, from a local path or an object-store URI."""
+    return storage.read_bytes(str(path)) if storage.is_uri(str(path)) else Path(path).read_bytes()
+
+
+def index_videos(folder: str | Path) -> dict[str, Path | str]:
+    """Map file stem -> path (or URI) for every video file directly under `folder`."""
+    out: dict[str, Path | str] = {}
+    if storage.is_uri(str(folder)):
+        for uri in storage.list_files(str(folder), ""):
+            stem, ext = os.path.splitext(os.path.basename(uri.split("?")[0]))
+            if ext.lower() in VIDEO_EXTENSIONS and stem not in out:
+                out[stem] = uri
+        return out
     folder = Path(folder)
-    out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in VIDEO_EXTENSIONS and p.stem not in out:
             out[p.stem] = p
@@ -87,7 +100,7 @@ def read_howto100m(
     cap_path = str(caption_json)
     errors: list[ErrorRow] = []
     try:
-        raw = Path(caption_json).read_bytes()
+        raw = _read_input(caption_json)
     except OSError as e:
         return [], [
             ErrorRow("howto100m", "", "captions", f"cannot read {cap_path}: {e.strerror}", cap_path)
@@ -177,7 +190,7 @@ def read_audioset(
     Clip files may be named <YTID>_<start>_<end>.<ext> (any number format) or <YTID>.<ext>."""
     seg_path = str(segments_csv)
     try:
-        text = Path(segments_csv).read_bytes().decode("utf-8")
+        text = _read_input(segments_csv).decode("utf-8")
     except OSError as e:
         return [], [
             ErrorRow("audioset", "", "segments", f"cannot read {seg_path}: {e.strerror}", seg_path)

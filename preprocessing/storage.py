@@ -4,10 +4,21 @@ A plain path is the local filesystem; `s3://bucket/prefix`, `gs://bucket/prefix`
 `hdfs://...`, `file:///abs/path` go through pyarrow's filesystems (credentials and endpoints
 from the usual environment, or URI options such as
 `s3://bucket/prefix?endpoint_override=http://127.0.0.1:9000&scheme=http`).
+
+Endpoints and credentials: pyarrow 26's `FileSystem.from_uri` (used here and by Ray Train for
+`storage_path`) reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+AWS_DEFAULT_REGION (or the instance profile); a bare `S3FileSystem()` ignores
+AWS_ENDPOINT_URL, so every filesystem here comes from `from_uri`. The writers below accept a
+local path or a URI, so one code path serves both: local writes go to a temp name and are
+renamed (a reader never sees half a file); object-store PUTs are atomic per object already.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 # Schemes the WebDataset reader should open through pyarrow (gopen has none for them, or
@@ -19,10 +30,13 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
-def _filesystem(uri: str):
+def filesystem(path: str):
+    """(pyarrow filesystem, path on it) for a URI, or the local filesystem for a plain path."""
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(uri)
+    if not is_uri(path):
+        return fs.LocalFileSystem(), os.path.abspath(path)
+    return fs.FileSystem.from_uri(path)
 
 
 def _rebuild(uri: str, path: str) -> str:
@@ -36,16 +50,18 @@ def list_files(uri: str, suffix: str) -> list[str]:
     """URIs of the files directly under folder `uri` whose names end with `suffix`, sorted."""
     from pyarrow import fs
 
-    filesystem, root = _filesystem(uri)
-    infos = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    fsys, root = filesystem(uri)
+    infos = fsys.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    name = (lambda p: _rebuild(uri, p)) if is_uri(uri) else (lambda p: p)
     return sorted(
-        _rebuild(uri, i.path)
-        for i in infos
-        if i.type == fs.FileType.File and i.path.endswith(suffix)
+        name(i.path) for i in infos if i.type == fs.FileType.File and i.path.endswith(suffix)
     )
 
 
 def join(uri: str, name: str) -> str:
+    """`uri`/`name` for a URI (query options kept at the end) or a plain path."""
+    if not is_uri(uri):
+        return os.path.join(uri, name)
     parts = urlsplit(uri)
     query = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{name}{query}"
@@ -54,22 +70,109 @@ def join(uri: str, name: str) -> str:
 def exists(uri: str) -> bool:
     from pyarrow import fs
 
-    filesystem, path = _filesystem(uri)
-    return filesystem.get_file_info(path).type != fs.FileType.NotFound
+    fsys, path = filesystem(uri)
+    return fsys.get_file_info(path).type != fs.FileType.NotFound
 
 
 def read_bytes(uri: str) -> bytes:
-    filesystem, path = _filesystem(uri)
-    with filesystem.open_input_stream(path) as f:
+    fsys, path = filesystem(uri)
+    with fsys.open_input_stream(path) as f:
         return f.read()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def make_dirs(uri: str) -> None:
+    """Create a folder (a no-op on object stores, where folders are key prefixes)."""
+    if not is_uri(uri):
+        os.makedirs(uri, exist_ok=True)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file; never leaves a partial file under `uri`."""
+    if not is_uri(uri):
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        tmp = f"{uri}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, uri)
+        return
+    fsys, path = filesystem(uri)
+    with fsys.open_output_stream(path) as f:
+        f.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Copy a local file to `uri` (a path or a URI), streaming (shards are hundreds of MB)."""
+    from pyarrow import fs
+
+    if not is_uri(uri):
+        tmp = f"{uri}.tmp-{os.getpid()}"
+        fs.copy_files(local_path, os.path.abspath(tmp))
+        os.replace(tmp, uri)
+        return
+    fsys, path = filesystem(uri)
+    fs.copy_files(local_path, path, destination_filesystem=fsys)
+
+
+def copy_tree(src: str, dst: str, include: Callable[[str], bool] | None = None) -> int:
+    """Copy the files under folder `src` to folder `dst` (either may be a URI), keeping
+    relative paths; `include(relative path)` picks files (default: all). Returns the number
+    of files copied. Used to upload a run's telemetry and to download a checkpoint."""
+    from pyarrow import fs
+
+    src_fs, src_root = filesystem(src)
+    dst_fs, dst_root = filesystem(dst)
+    src_root, dst_root = src_root.rstrip("/"), dst_root.rstrip("/")
+    selector = fs.FileSelector(src_root, recursive=True, allow_not_found=True)
+    copied = 0
+    for info in src_fs.get_file_info(selector):
+        rel = info.path[len(src_root) + 1 :]
+        if info.type != fs.FileType.File or (include is not None and not include(rel)):
+            continue
+        if isinstance(dst_fs, fs.LocalFileSystem):
+            os.makedirs(os.path.dirname(f"{dst_root}/{rel}"), exist_ok=True)
+        fs.copy_files(
+            info.path,
+            f"{dst_root}/{rel}",
+            source_filesystem=src_fs,
+            destination_filesystem=dst_fs,
+        )
+        copied += 1
+    return copied
+
+
+@contextlib.contextmanager
+def local_copy(path: str):
+    """A local file with the content of `path`: the path itself, or a temporary download of
+    a URI (removed on exit). ffmpeg/ffprobe read local files, not object-store URIs."""
+    if not is_uri(path):
+        yield path
+        return
+    suffix = os.path.splitext(path.split("?")[0])[1]
+    fd, tmp = tempfile.mkstemp(prefix="vatt-input-", suffix=suffix)
+    try:
+        fsys, source = filesystem(path)
+        with fsys.open_input_stream(source) as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 def open_input(url: str, mode: str = "rb", bufsize: int = 8192, **_):
     """A WebDataset `gopen` handler: a readable stream of `url` through pyarrow."""
     if mode != "rb":
         raise ValueError(f"{url}: only reading is supported, not mode {mode!r}")
-    filesystem, path = _filesystem(url)
-    return filesystem.open_input_stream(path)
+    fsys, path = filesystem(url)
+    return fsys.open_input_stream(path)
 
 
 def register_webdataset_schemes() -> None:

@@ -29,9 +29,12 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 65536) -> Tokenizer:
     return tok
 
 
-def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
-    path = Path(folder) / TOKENIZER_FILE
-    tok.save(str(path))
+def save_tokenizer(tok: Tokenizer, folder: str | Path) -> str:
+    """Write tokenizer.json into `folder` (a path or an object-store URI)."""
+    from preprocessing import storage
+
+    path = storage.join(str(folder), TOKENIZER_FILE)
+    storage.write_text(path, tok.to_str(pretty=True))
     return path
 
 

@@ -74,10 +74,13 @@ def make_clip(
 
 @pytest.fixture(scope="session")
 def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
-    """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos)
+    """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos;
+    UCF101-style 3 groups x 8 classes, ESC-50-style 5 x 8 sounds, 4 YouCook2-style videos)
     preprocessed once per session into real shards (short side 96 to keep it quick).
 
-    Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer."""
+    Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer,
+    ucf101_root (holds videos/ and splits/), esc50_csv, esc50_audio, youcook2_csv,
+    youcook2_videos."""
     from preprocessing.config import PreprocessConfig
     from preprocessing.jobs import run_preprocess
     from preprocessing.sample_corpus import SampleCorpusConfig, generate_sample_corpus
@@ -87,7 +90,9 @@ def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
     generate_sample_corpus(
         corpus,
         SampleCorpusConfig(
-            videos=8, audioset_clips=4, msrvtt_videos=8, seed=0, min_video_s=20, max_video_s=40
+            **dict(videos=8, audioset_clips=4, msrvtt_videos=8, seed=0),
+            **dict(min_video_s=20, max_video_s=40),
+            **dict(ucf101_groups=3, esc50_clips_per_class=5, youcook2_videos=4),
         ),
     )
     inputs = {
@@ -111,4 +116,69 @@ def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
         "msrvtt_csv": corpus / "msrvtt" / "msrvtt_test.csv",
         "msrvtt_videos": corpus / "msrvtt" / "videos",
         "tokenizer": root / "howto100m" / "tokenizer.json",
+        "ucf101_root": corpus / "ucf101",
+        "esc50_csv": corpus / "esc50" / "meta" / "esc50.csv",
+        "esc50_audio": corpus / "esc50" / "audio",
+        "youcook2_csv": corpus / "youcook2" / "youcookii_val.csv",
+        "youcook2_videos": corpus / "youcook2" / "videos",
     }
+
+
+@pytest.fixture(scope="session")
+def trained_debug(sample_shards, ray_local, tmp_path_factory) -> dict[str, Path]:
+    """The `debug` preset pretrained on the session's sample shards (2 workers, ZeRO-2),
+    exported once; the evaluation and fine-tuning tests compare it with an untrained model.
+
+    Keys: run (the run folder), export (model.safetensors + config.json + tokenizer.json)."""
+    from pipeline.commands.train import build_config
+    from training.checkpoint import export_weights, find_latest_checkpoint
+    from training.trainer import run_training
+
+    root = tmp_path_factory.mktemp("trained_debug")
+    cfg = build_config(
+        "debug",
+        [
+            f"storage={root}",
+            "name=debug",
+            f"data.howto100m={sample_shards['howto100m']}",
+            f"data.audioset={sample_shards['audioset']}",
+            f"data.tokenizer={sample_shards['tokenizer']}",
+            "data.shuffle_buffer=64",
+            # No held-out evaluation during training: the tests run their own.
+            "eval.msrvtt_csv=",
+            "eval.msrvtt_videos=",
+            f"max_steps={TRAINED_DEBUG_STEPS}",
+            f"optim.decay_steps={TRAINED_DEBUG_STEPS}",
+            f"checkpoint.every_steps={TRAINED_DEBUG_STEPS}",
+            "log_every=50",
+        ],
+    )
+    run_training(cfg)
+    checkpoint, _ = find_latest_checkpoint(root / "debug")
+    assert checkpoint is not None, "the trained_debug run wrote no valid checkpoint"
+    return {"run": root / "debug", "export": export_weights(checkpoint, root / "export")}
+
+
+# Enough for the debug model to match text, video and audio by topic on the sample corpus
+# (make demo trains 300 steps on a 3x larger corpus).
+TRAINED_DEBUG_STEPS = 150
+
+
+def make_howto_corpus(root: Path, videos: int = 4, seconds: float = 12) -> tuple[Path, Path]:
+    """A tiny HowTo100M-style input: `videos` clips with speech and 4 captions each
+    (4 windows per video). Returns (videos folder, caption.json)."""
+    import json
+
+    folder = root / "videos"
+    lines = ["pour the flour", "stir the batter", "heat the pan", "serve it warm"]
+    captions = {}
+    for i in range(videos):
+        make_clip(folder / f"vid{i}.mp4", seconds, speech=lines[i % 4], speech_at=1.0)
+        captions[f"vid{i}"] = {
+            "start": [1.0, 4.0, 7.0, 10.0],
+            "end": [2.5, 5.5, 8.5, 11.5],
+            "text": lines,
+        }
+    caption_json = root / "caption.json"
+    caption_json.write_text(json.dumps(captions))
+    return folder, caption_json

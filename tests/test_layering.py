@@ -12,7 +12,9 @@ STAGES = ["preprocessing", "training", "tuning", "pipeline"]
 # Per stage, the one module allowed to import Ray (Ray Data / Train / Tune).
 RAY_MODULES = {
     "preprocessing": {"preprocessing/jobs.py"},
-    "training": {"training/trainer.py"},
+    # trainer.py: pretraining; finetune.py: fine-tuning (both Ray Train loops + drivers).
+    "training": {"training/trainer.py", "training/finetune.py"},
+    "tuning": {"tuning/sweep.py"},
 }
 
 

@@ -16,19 +16,24 @@ import pytest
 
 from preprocessing.sample_corpus import (
     BAD_INPUT_KINDS,
+    ESC50_COLUMNS,
     GENERATOR,
     SEGMENTS_COLUMNS_LINE,
     SEGMENTS_CREATED_LINE,
     WINDOW_S,
+    YOUCOOK2_COLUMNS,
     SampleCorpusConfig,
     audioset_file_name,
     generate_sample_corpus,
     make_bad_inputs,
     make_plans,
     prepare_output_dir,
+    ucf101_splits,
+    ucf101_test_groups,
 )
 
 SMALL = {"videos": 3, "audioset_clips": 2, "msrvtt_videos": 2, "seed": 0}
+SMALL |= {"ucf101_groups": 2, "esc50_clips_per_class": 1, "youcook2_videos": 2}
 YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 AUDIOSET_NAME = re.compile(r"^(?P<ytid>[A-Za-z0-9_-]{11})_(\d+\.\d{3})_(\d+\.\d{3})\.mp4$")
 VAD_RATE = 48000
@@ -164,9 +169,122 @@ def test_msrvtt_csv(corpus, truth):
         assert set(row["sentence"].split()) & words_of[topic]
 
 
+def _lines(path: Path) -> list[str]:
+    raw = path.read_bytes().decode()
+    assert raw.endswith("\r\n") and raw.count("\n") == raw.count("\r\n"), "UCF101 uses CRLF"
+    return raw.splitlines()
+
+
+def test_ucf101_layout_and_split_files(corpus, truth):
+    files = truth["files"]["ucf101"]
+    assert len(files) == 8 * 2  # 8 topics x 2 groups x 1 clip
+    splits = corpus / "ucf101" / "splits"
+    classes = [line.split(" ") for line in _lines(splits / "classInd.txt")]
+    assert [int(i) for i, _ in classes] == list(range(1, 9))
+    names = [c for _, c in classes]
+    assert names == sorted(names) and "CarRepair" in names
+    index = {c: int(i) for i, c in classes}
+    assert ucf101_splits(2) == [1, 2] and sorted(p.name for p in splits.iterdir()) == [
+        "classInd.txt", "testlist01.txt", "testlist02.txt", "trainlist01.txt", "trainlist02.txt",
+    ]  # fmt: skip
+    for split in (1, 2):
+        train = [line.split(" ") for line in _lines(splits / f"trainlist{split:02d}.txt")]
+        test = _lines(splits / f"testlist{split:02d}.txt")
+        assert all(" " not in line for line in test)
+        groups = {"train": set(), "test": set()}
+        for part, rels in (("train", [r for r, _ in train]), ("test", test)):
+            for rel in rels:
+                m = re.fullmatch(r"(\w+)/v_(\w+)_g(\d\d)_c(\d\d)\.avi", rel)
+                assert m and m[1] == m[2] and m[1] in index, rel
+                assert (corpus / "ucf101" / "videos" / rel).is_file()
+                assert files[Path(rel).stem]["class"] == m[1]
+                groups[part].add(int(m[3]))
+            # Every class is in both parts.
+            assert {r.split("/")[0] for r in rels} == set(index)
+        assert groups["test"] == set(ucf101_test_groups(2, split)) == {split}
+        assert not groups["train"] & groups["test"]
+        assert all(index[rel.split("/")[0]] == int(label) for rel, label in train)
+    # UCF101's own numbers: 25 groups, test blocks 1-7, 8-14, 15-21.
+    assert [list(ucf101_test_groups(25, s)) for s in (1, 2, 3)] == [
+        list(range(1, 8)), list(range(8, 15)), list(range(15, 22)),
+    ]  # fmt: skip
+
+
+def test_esc50_csv(corpus, truth):
+    with (corpus / "esc50" / "meta" / "esc50.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == ESC50_COLUMNS
+    assert [r["filename"] for r in rows] == sorted(r["filename"] for r in rows)
+    assert len(rows) == 8  # 1 per class
+    categories = {}
+    for r in rows:
+        assert re.fullmatch(r"[1-5]-\d+-[A-Z]-\d+\.wav", r["filename"])
+        fold, src, take, target = r["filename"][: -len(".wav")].split("-")
+        assert (fold, src, take, target) == (r["fold"], r["src_file"], r["take"], r["target"])
+        assert r["esc10"] in ("True", "False")
+        assert categories.setdefault(r["target"], r["category"]) == r["category"]
+        entry = truth["files"]["esc50"][r["filename"][: -len(".wav")]]
+        assert entry["category"] == r["category"] == entry["topic"].replace(" ", "_")
+        assert (corpus / "esc50" / "audio" / r["filename"]).is_file()
+    assert sorted(map(int, categories)) == list(range(8))
+
+
+def test_esc50_folds_are_balanced_per_class():
+    plans = [
+        p for p in make_plans(SampleCorpusConfig(esc50_clips_per_class=7)) if p.kind == "esc50"
+    ]
+    for topic in range(8):
+        folds = [int(p.name.split("-")[0]) for p in plans if p.topic == topic]
+        counts = [folds.count(f) for f in range(1, 6)]
+        assert sum(counts) == 7 and max(counts) - min(counts) <= 1
+
+
+def _mean_rgb(path: Path, t: float) -> list[float]:
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{t:.2f}", "-i", str(path)]
+    cmd += ["-frames:v", "1", "-vf", "scale=16:16", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    assert len(raw) == 16 * 16 * 3
+    return [sum(raw[c::3]) / 256 for c in range(3)]
+
+
+def test_youcook2_segments_show_their_own_topic(corpus, truth):
+    with (corpus / "youcook2" / "youcookii_val.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == YOUCOOK2_COLUMNS
+    colours = {t["name"]: t["colour"] for t in truth["topics"]}
+    words_of = {t["name"]: set(t["words"]) for t in truth["topics"]}
+    files = truth["files"]["youcook2"]
+    assert len(files) == 2 and len(rows) == sum(len(e["segments"]) for e in files.values())
+    for video_id, entry in files.items():
+        mine = [r for r in rows if r["video_id"] == video_id]
+        segments = entry["segments"]
+        assert 2 <= len(mine) <= 3 and len({s["topic"] for s in segments}) == len(segments)
+        assert {r["task"] for r in mine} == {str(entry["task"])}
+        path = corpus / "youcook2" / "videos" / f"{video_id}.mp4"
+        duration = float(ffprobe(path)["format"]["duration"])
+        assert abs(duration - segments[-1]["end"]) < 0.1
+        t = 0
+        for row, seg in zip(mine, segments):
+            start, end = int(row["start"]), int(row["end"])
+            assert (start, end) == (seg["start"], seg["end"]) and start == t and end - start >= 5
+            t = end
+            assert set(row["text"].split()) & words_of[seg["topic"]]
+            # What is seen in the middle of the segment is its topic's background colour.
+            rgb = _mean_rgb(path, (start + end) / 2)
+
+            def dist(name, rgb=rgb):
+                c = int(colours[name], 16)
+                return sum((x - ((c >> s) & 255)) ** 2 for x, s in zip(rgb, (16, 8, 0)))
+
+            assert min(colours, key=dist) == seg["topic"], (video_id, seg)
+
+
 # ---------------------------------------------------------------------------------------------
 # What ffprobe and webrtcvad see
 # ---------------------------------------------------------------------------------------------
+
+
+CODECS = {"ucf101": ["mp3", "mpeg4"], "esc50": ["pcm_s16le"]}
 
 
 def test_ffprobe_streams_and_durations(corpus, truth, captions):
@@ -176,7 +294,12 @@ def test_ffprobe_streams_and_durations(corpus, truth, captions):
             info = ffprobe(corpus / entry["path"])
             assert info["rc"] == 0, entry["path"]
             codecs = sorted(s["codec_name"] for s in info["streams"])
-            assert codecs == ["aac", "h264"], entry["path"]
+            assert codecs == CODECS.get(kind, ["aac", "h264"]), entry["path"]
+            if kind == "esc50":
+                (audio,) = info["streams"]
+                assert (audio["sample_rate"], audio["channels"]) == ("44100", 1)
+                assert float(info["format"]["duration"]) == 5.0
+                continue
             video = next(s for s in info["streams"] if s["codec_type"] == "video")
             assert (video["width"], video["height"]) == (entry["width"], entry["height"])
             assert video["r_frame_rate"] == f"{entry['fps']}/1"
@@ -217,6 +340,9 @@ DETERMINISTIC_FILES = (
     "audioset/segments.csv",
     "audioset/class_labels_indices.csv",
     "msrvtt/msrvtt_test.csv",
+    "esc50/meta/esc50.csv",
+    "youcook2/youcookii_val.csv",
+    "ucf101/splits/trainlist01.txt",
     "topics.json",
 )
 
@@ -233,6 +359,7 @@ def test_cli_run_reproduces_the_same_corpus(corpus, tmp_path, capsys, cli_main):
     out = tmp_path / "again"
     argv = ["sample-data", str(out), "--videos", "3", "--audioset-clips", "2"]
     argv += ["--msrvtt-videos", "2", "--seed", "0", "--workers", "1", "--no-progress"]
+    argv += ["--ucf101-groups", "2", "--esc50-clips-per-class", "1", "--youcook2-videos", "2"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "sample-data summary" in printed and "windows expected" in printed
@@ -243,10 +370,13 @@ def test_cli_run_reproduces_the_same_corpus(corpus, tmp_path, capsys, cli_main):
 def test_different_seed_gives_different_corpus(tmp_path):
     tiny = {"videos": 1, "audioset_clips": 1, "msrvtt_videos": 1, "min_video_s": 6}
     tiny |= {"max_video_s": 8, "msrvtt_min_s": 5, "msrvtt_max_s": 6, "audioset_clip_s": 4}
+    tiny |= {"ucf101_groups": 2, "ucf101_max_s": 4, "esc50_clips_per_class": 1}
+    tiny |= {"youcook2_videos": 1, "youcook2_segment_max_s": 5}
     for seed in (0, 1):
         generate_sample_corpus(tmp_path / str(seed), SampleCorpusConfig(**tiny, seed=seed))
+    # The label list and UCF101's names (class, group, clip) do not depend on the seed.
     for rel in DETERMINISTIC_FILES:
-        if rel != "audioset/class_labels_indices.csv":  # the label list is fixed
+        if rel not in ("audioset/class_labels_indices.csv", "ucf101/splits/trainlist01.txt"):
             assert (tmp_path / "0" / rel).read_bytes() != (tmp_path / "1" / rel).read_bytes()
 
 
@@ -264,7 +394,9 @@ def test_plans_are_balanced_and_unique():
     [
         ["--videos", "-1"],
         ["--workers", "0"],
-        ["--videos", "0", "--audioset-clips", "0", "--msrvtt-videos", "0"],
+        ["--videos", "0", "--audioset-clips", "0", "--msrvtt-videos", "0"]
+        + ["--ucf101-groups", "0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"],
+        ["--ucf101-groups", "1"],
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(tmp_path, capsys, cli_main, extra):
@@ -315,6 +447,9 @@ def test_overwrite_removes_only_what_the_generator_wrote(tmp_path):
         {"min_video_s": 30, "max_video_s": 20},
         {"caption_min_words": 9, "caption_max_words": 8},
         {"seed": -3},
+        {"ucf101_groups": 1},
+        {"youcook2_max_segments": 3, "num_topics": 2},
+        {"esc50_clips_per_class": -1},
     ],
 )
 def test_config_validation(bad):

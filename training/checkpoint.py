@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from preprocessing import storage
 from training.model import VATT, ModelConfig
 
 DS_TAG = "ds"
@@ -138,13 +139,49 @@ def _zero_stage(engine) -> int:
     return int(stage()) if callable(stage) else 0
 
 
+def _listing(directory: str) -> dict[str, int] | None:
+    """{relative path: size} of every file under `directory` (a path or an object-store URI)
+    from one recursive listing (one request on S3, not one per file); None if no folder."""
+    from pyarrow import fs
+
+    fsys, root = storage.filesystem(directory)
+    if fsys.get_file_info(root).type != fs.FileType.Directory:
+        return None
+    root = root.rstrip("/")
+    return {
+        info.path[len(root) + 1 :]: info.size
+        for info in fsys.get_file_info(fs.FileSelector(root, recursive=True))
+        if info.type == fs.FileType.File
+    }
+
+
+def _children(directory: str) -> tuple[list[str], list[str]]:
+    """(file names, sub-folder names) directly under `directory` (a path or a URI)."""
+    from pyarrow import fs
+
+    fsys, root = storage.filesystem(directory)
+    files, folders = [], []
+    try:
+        infos = fsys.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    except NotADirectoryError:
+        return [], []
+    for info in infos:
+        (folders if info.type == fs.FileType.Directory else files).append(info.base_name)
+    return files, folders
+
+
+def _name(directory: str | os.PathLike) -> str:
+    return os.path.basename(str(directory).split("?")[0].rstrip("/"))
+
+
 def read_trainer_state(directory: str | os.PathLike) -> dict[str, Any]:
-    """The trainer_state.json of a checkpoint; CheckpointError when missing or unreadable."""
-    path = Path(directory) / TRAINER_STATE
-    if not path.is_file():
+    """The trainer_state.json of a checkpoint (a path or a URI); CheckpointError when missing
+    or unreadable."""
+    path = storage.join(str(directory), TRAINER_STATE)
+    if not storage.exists(path):
         raise CheckpointError(f"{directory}: missing {TRAINER_STATE}")
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
@@ -153,9 +190,10 @@ def read_trainer_state(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate_checkpoint(directory: str | os.PathLike) -> tuple[bool, str]:
-    """Is `directory` a complete checkpoint? Returns (ok, one-line reason; "ok" when valid)."""
-    directory = Path(directory)
-    if not directory.is_dir():
+    """Is `directory` (a path or an object-store URI) a complete checkpoint? Returns (ok,
+    one-line reason; "ok" when valid). Reads only the JSON files and one listing of sizes."""
+    sizes = _listing(str(directory))
+    if sizes is None:
         return False, f"{directory} is not a directory"
     try:
         state = read_trainer_state(directory)
@@ -166,11 +204,10 @@ def validate_checkpoint(directory: str | os.PathLike) -> tuple[bool, str]:
         return False, f"{TRAINER_STATE}: bad world_size {world_size!r}"
     for rank in range(world_size):
         name = manifest_name(rank)
-        path = directory / name
-        if not path.is_file():
+        if name not in sizes:
             return False, f"missing {name}"
         try:
-            manifest = json.loads(path.read_text())
+            manifest = json.loads(storage.read_text(storage.join(str(directory), name)))
             files = manifest["files"]
         except (OSError, ValueError, KeyError, TypeError):
             return False, f"{name}: unreadable"
@@ -181,24 +218,25 @@ def validate_checkpoint(directory: str | os.PathLike) -> tuple[bool, str]:
                 f"trainer state has step {state['step']}/world_size {world_size}"
             )
         for rel, size in files.items():
-            file = directory / rel
-            if not file.is_file():
+            actual = sizes.get(rel)
+            if actual is None:
                 return False, f"{rel}: missing (listed in {name})"
-            actual = file.stat().st_size
             if actual != size:
                 return False, f"{rel}: {actual} bytes, expected {size}"
     return True, "ok"
 
 
-def _checkpoint_step(directory: Path) -> int:
+def _checkpoint_step(directory: str) -> int:
     """The step a (possibly broken) checkpoint claims, for ordering; -1 when none is readable."""
     try:
         return read_trainer_state(directory)["step"]
     except CheckpointError:
         pass
-    for path in directory.glob("manifest_rank*.json"):
+    for name in sorted(_children(directory)[0]):
+        if not _MANIFEST_RE.match(name):
+            continue
         try:
-            step = json.loads(path.read_text()).get("step")
+            step = json.loads(storage.read_text(storage.join(directory, name))).get("step")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(step, int):
@@ -207,48 +245,60 @@ def _checkpoint_step(directory: Path) -> int:
 
 
 def looks_like_checkpoint(directory: str | os.PathLike) -> bool:
-    """Does `directory` hold checkpoint bookkeeping (valid or not)?"""
-    directory = Path(directory)
-    return (directory / TRAINER_STATE).is_file() or any(directory.glob("manifest_rank*.json"))
+    """Does `directory` (a path or a URI) hold checkpoint bookkeeping (valid or not)?"""
+    files = _children(str(directory))[0]
+    return TRAINER_STATE in files or any(_MANIFEST_RE.match(n) for n in files)
 
 
-def list_checkpoints(run_dir: str | os.PathLike, max_depth: int = 2) -> list[Path]:
+def list_checkpoints(run_dir: str | os.PathLike, max_depth: int = 2) -> list[Path | str]:
     """Checkpoint-looking directories at most `max_depth` levels under `run_dir`, oldest first.
 
     Ray Train V2 writes `<storage>/<name>/checkpoint_<timestamp>/`, so depth 1 below a run
     directory; depth 2 also covers a storage folder or a trial folder. A checkpoint's own
-    subfolders (`ds/`) are not searched.
+    subfolders (`ds/`) are not searched. `run_dir` may be an object-store URI; then URIs are
+    returned, else Paths.
     """
-    root = Path(run_dir)
-    found: list[Path] = []
-    level = [root] if root.is_dir() else []
+    root = str(run_dir)
+    found: list[str] = []
+    level = [root]
     for depth in range(max_depth + 1):
         next_level = []
         for directory in level:
-            if looks_like_checkpoint(directory):
+            files, folders = _children(directory)
+            if TRAINER_STATE in files or any(_MANIFEST_RE.match(n) for n in files):
                 found.append(directory)
             elif depth < max_depth:
-                next_level.extend(sorted(p for p in directory.iterdir() if p.is_dir()))
+                next_level.extend(storage.join(directory, name) for name in sorted(folders))
         level = next_level
     # Step first; the directory name (Ray's timestamp) breaks ties between equal steps.
-    return sorted(found, key=lambda p: (_checkpoint_step(p), p.name))
+    found.sort(key=lambda p: (_checkpoint_step(p), _name(p)))
+    return [p if storage.is_uri(p) else Path(p) for p in found]
 
 
 def find_latest_checkpoint(
     run_dir: str | os.PathLike,
-) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest valid checkpoint under `run_dir` (by trainer step).
+) -> tuple[Path | str | None, list[tuple[Path | str, str]]]:
+    """The newest valid checkpoint under `run_dir` (a path or a URI; by trainer step).
 
     Returns (path or None, skipped): skipped lists the invalid checkpoints newer than the one
     returned (all of them when none is valid), newest first, each with its reason.
     """
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path | str, str]] = []
     for candidate in reversed(list_checkpoints(run_dir)):
         ok, reason = validate_checkpoint(candidate)
         if ok:
             return candidate, skipped
         skipped.append((candidate, reason))
     return None, skipped
+
+
+def download_checkpoint(uri: str, local_dir: str | os.PathLike) -> Path:
+    """Copy a checkpoint from an object store into `local_dir` (replaced) and validate the
+    copy (a cut transfer must not be loaded); returns the local folder."""
+    local_dir = Path(local_dir)
+    shutil.rmtree(local_dir, ignore_errors=True)
+    storage.copy_tree(uri, str(local_dir))
+    return _require_valid(local_dir)
 
 
 def _require_valid(directory: str | os.PathLike) -> Path:
@@ -413,3 +463,69 @@ def load_exported(path: str | os.PathLike, device: torch.device | str = "cpu") -
     state_dict = load_file(str(folder / EXPORT_WEIGHTS), device=str(device))
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedSource:
+    """Where `load_pretrained` found the weights: for reports and for finding the tokenizer."""
+
+    kind: str  # "export" | "checkpoint"
+    path: Path  # the export folder or the checkpoint folder actually read
+    step: int | None  # trained steps, when recorded
+    tokenizer: Path | None  # the caption tokenizer that goes with the model, when found
+    skipped: tuple[tuple[Path, str], ...] = ()  # newer broken checkpoints passed over
+
+
+def resolve_pretrained(path: str | os.PathLike) -> PretrainedSource:
+    """Classify `path` as an export folder, a checkpoint folder or a run folder (newest valid
+    checkpoint); CheckpointError with a one-line reason when it is none of them."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if (folder / EXPORT_CONFIG).is_file() and (folder / EXPORT_WEIGHTS).is_file():
+        try:
+            config = json.loads((folder / EXPORT_CONFIG).read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{folder / EXPORT_CONFIG}: unreadable ({e})") from None
+        tok = folder / EXPORT_TOKENIZER
+        return PretrainedSource(
+            "export", folder, config.get("trained_steps"), tok if tok.is_file() else None
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such export, checkpoint or run folder")
+    skipped: list[tuple[Path, str]] = []
+    if looks_like_checkpoint(path):
+        checkpoint = _require_valid(path)
+    else:
+        found, skipped = find_latest_checkpoint(path)
+        if found is None:
+            what = f"{len(skipped)} found, none valid" if skipped else "none found"
+            raise CheckpointError(f"{path}: not an export and no valid checkpoint ({what})")
+        checkpoint = found
+    state = read_trainer_state(checkpoint)
+    tok = _tokenizer_path(state.get("config") or {})
+    return PretrainedSource(
+        "checkpoint",
+        checkpoint,
+        state["step"],
+        Path(tok) if tok and Path(tok).is_file() else None,
+        tuple(skipped),
+    )
+
+
+def load_pretrained(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[VATT, PretrainedSource]:
+    """A VATT model (eval mode) from an export, a checkpoint or a run folder, and its source.
+
+    Exports load without DeepSpeed; checkpoints are consolidated (any ZeRO stage) first."""
+    source = resolve_pretrained(path)
+    if source.kind == "export":
+        return load_exported(source.path, device), source
+    state = read_trainer_state(source.path)
+    if "model_config" not in state:
+        raise CheckpointError(f"{source.path}: {TRAINER_STATE} has no model_config")
+    with torch.device("meta"):
+        model = VATT(ModelConfig.from_dict(state["model_config"]))
+    state_dict = {k: v.to(device) for k, v in consolidated_state_dict(source.path).items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval(), source

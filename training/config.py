@@ -219,7 +219,7 @@ class TrainConfig:
 
     data: DataConfig
     name: str = "vatt"  # run name: outputs in <storage>/<name>; same name = resume
-    storage: str = "runs"
+    storage: str = "runs"  # a folder or an object-store URI (s3://bucket/runs, gs://...)
     preset: str = "debug"
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
     loss: LossConfig = field(default_factory=LossConfig)
@@ -266,7 +266,8 @@ class TrainConfig:
         return dataclasses.replace(self, data=data, eval=ev, storage=fix(self.storage))
 
     def run_dir(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        """<storage>/<name>: a folder, or a URI when storage is one (query options kept last)."""
+        return storage.join(self.storage, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

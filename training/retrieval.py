@@ -66,7 +66,17 @@ def _summary(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
 def retrieval_metrics(
     sim: torch.Tensor, gt: torch.Tensor, *, ties: str = "pessimistic"
 ) -> dict[str, float]:
-    """Recall@1/5/10, median and mean rank for text->video and video->text retrieval.
+    """Recall@1/5/10, median and mean rank both ways (arguments: `retrieval_ranks`)."""
+    t2v, v2t = retrieval_ranks(sim, gt, ties=ties)
+    out = _summary(t2v, "t2v") | _summary(v2t, "v2t")
+    out["num_texts"], out["num_videos"] = sim.shape
+    return out
+
+
+def retrieval_ranks(
+    sim: torch.Tensor, gt: torch.Tensor, *, ties: str = "pessimistic"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-based rank of the correct item for text->video and video->text retrieval.
 
     Args:
         sim: [N_text, N_video] similarity scores (higher = more alike).
@@ -77,10 +87,11 @@ def retrieval_metrics(
             instead of a perfect R@1. "optimistic": rank = 1 + #{wrong items scoring strictly
             higher}. NaN scores count as -inf, so a diverged model cannot look good either.
     Returns:
-        {t2v_r1, t2v_r5, t2v_r10, t2v_medr, t2v_meanr, v2t_... (same), num_texts,
-        num_videos}; recalls are fractions in [0, 1], ranks are 1-based. t2v ranks each
+        (t2v ranks [N_text], v2t ranks [videos with a text]), 1-based. t2v ranks each
         text's video among all videos; v2t ranks, for each video that has a text, its
         best-scoring text among all texts (videos without a text are not scored in v2t).
+        `retrieval_metrics` summarises them as {t2v_r1, t2v_r5, t2v_r10, t2v_medr,
+        t2v_meanr, v2t_... (same), num_texts, num_videos} (recalls are fractions).
     """
     if ties not in ("pessimistic", "optimistic"):
         raise ValueError(f"ties={ties!r}: choose 'pessimistic' or 'optimistic'")
@@ -99,11 +110,9 @@ def retrieval_metrics(
     target[torch.arange(n_text), gt] = True
     pessimistic = ties == "pessimistic"
     has_text = target.any(dim=0)  # [N_video]
-    out = _summary(_ranks(sim, target, pessimistic), "t2v")
-    out |= _summary(_ranks(sim.T[has_text], target.T[has_text], pessimistic), "v2t")
-    out["num_texts"] = n_text
-    out["num_videos"] = n_video
-    return out
+    t2v = _ranks(sim, target, pessimistic)  # [N_text]
+    v2t = _ranks(sim.T[has_text], target.T[has_text], pessimistic)  # [N_video with a text]
+    return t2v, v2t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,13 +179,21 @@ class VideoDecodeError(Exception):
     """A held-out video cannot be decoded; the message is the one-line reason."""
 
 
-def _decode_square(path: Path, fps: float, side: int, threads: int) -> np.ndarray:
-    """Every frame at `fps`, scaled to cover side x side and centre-cropped to it.
+def _decode_square(
+    path: Path, fps: float, side: int, threads: int, span: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Every frame at `fps` (of [start, end] seconds when `span` is given), scaled to cover
+    side x side and centre-cropped to it.
 
     Returns uint8 [T, side, side, 3]. Cropping inside ffmpeg makes the output size known
     in advance (raw RGB carries no header) and keeps the pipe small."""
+    # Input-side -ss/-t: ffmpeg seeks to the keyframe before `start` and decodes from there,
+    # discarding frames before it (exact, and cheap for a segment deep inside a long video).
+    seek = {} if span is None else {"ss": f"{span[0]:.3f}"}
+    if span is not None and span[1] != float("inf"):
+        seek["t"] = f"{span[1] - span[0]:.3f}"
     stream = (
-        ffmpeg.input(str(path), threads=threads)
+        ffmpeg.input(str(path), threads=threads, **seek)
         .video.filter("fps", fps=fps)
         # "increase" makes both sides >= side (ffmpeg takes the max), so the crop always fits.
         .filter("scale", w=side, h=side, force_original_aspect_ratio="increase")
@@ -191,7 +208,8 @@ def _decode_square(path: Path, fps: float, side: int, threads: int) -> np.ndarra
         raise VideoDecodeError(f"ffmpeg cannot decode it: {ffmpeg_reason(proc)}")
     frame_bytes = side * side * 3
     if len(proc.stdout) < frame_bytes:
-        raise VideoDecodeError("no video frames decoded")
+        where = "" if span is None else f" in [{span[0]:g}, {span[1]:g}] s"
+        raise VideoDecodeError(f"no video frames decoded{where}")
     n = len(proc.stdout) // frame_bytes
     return np.frombuffer(proc.stdout, np.uint8, n * frame_bytes).reshape(n, side, side, 3)
 
@@ -216,10 +234,14 @@ def decode_windows(
     width: int,
     fps: float = 10.0,
     threads: int = 1,
+    start: float | None = None,
+    end: float | None = None,
 ) -> torch.Tensor:
     """`num_windows` uniformly spaced clips of `clip_seconds` from one video, as the model
     sees them at evaluation: `frames` frames (every stride-th frame at `fps`) centre-cropped
-    to height x width.
+    to height x width. With `start`/`end` (seconds; either may be None = the video's own
+    start/end) the windows are spread over that segment only (YouCook2 clips inside longer
+    videos).
 
     The video is decoded once, at `fps` and with its short side scaled to max(height, width)
     (cheap: no full-resolution frame reaches Python). A video shorter than a window repeats
@@ -229,9 +251,15 @@ def decode_windows(
     path = Path(path)
     if not path.is_file():
         raise VideoDecodeError(f"{path} not found")
+    span = None
+    if start is not None or end is not None:
+        lo, hi = start or 0.0, float("inf") if end is None else end
+        if not 0.0 <= lo < hi:
+            raise VideoDecodeError(f"segment [{lo:g}, {hi:g}] s is empty or negative")
+        span = (lo, hi)
     # e.g. 3.2 s at 10 fps = 32 decoded frames -> every 4th for an 8-frame model.
     stride = max(1, round(clip_seconds * fps / frames))
-    video = _decode_square(path, fps, max(height, width), threads)  # [T, S, S, 3]
+    video = _decode_square(path, fps, max(height, width), threads, span)  # [T, S, S, 3]
     starts = window_starts(len(video), (frames - 1) * stride + 1, num_windows)
     offsets = np.arange(frames) * stride
     index = np.minimum(np.add.outer(starts, offsets), len(video) - 1)  # [W, frames]
@@ -331,11 +359,9 @@ class HeldoutRetrieval:
         self.video_ids = [p.stem for p in good_paths]
         self.clips = torch.stack([decoded[p] for p in good_paths])  # uint8 [V, W, T, H, W, 3]
         self.gt = torch.tensor([column[item.path] for item in self.items])  # [N] video index
-        ids = np.stack([encode_captions(tok, [it.sentence], 1, max_words)[0] for it in self.items])
-        self.text_ids = torch.from_numpy(ids)  # int64 [N, L], 0 = padding
-        if vocab_size is not None:
-            unk = tok.token_to_id(UNK)
-            self.text_ids[self.text_ids >= vocab_size] = 1 if unk is None else unk
+        self.text_ids = tokenize_sentences(
+            tok, [it.sentence for it in self.items], max_words, vocab_size
+        )  # int64 [N, L], 0 = padding
         self.setup_seconds = time.perf_counter() - began
 
     @classmethod
@@ -402,16 +428,37 @@ class HeldoutRetrieval:
         return F.normalize(per_window.mean(dim=1), dim=-1)  # [V, d]
 
     def _embed_texts(self, model: nn.Module, batch_size: int) -> torch.Tensor:
-        """One embedding per sentence, l2-normalised. -> [N, d]
+        return embed_texts(model, self.text_ids, batch_size)
 
-        The text tower encodes each caption on its own (padding words are masked out), so
-        [B, L] ids give exactly what caption slot 0 of a [B, K, L] training batch would."""
-        device = _device_of(model)
+
+def tokenize_sentences(
+    tok, sentences: list[str], max_words: int, vocab_size: int | None = None
+) -> torch.Tensor:
+    """One caption of `max_words` ids per sentence: int64 [N, L], 0 = padding.
+
+    Ids at or above `vocab_size` (a tokenizer built with more words than the model has
+    embedding rows) become [UNK] instead of crashing the embedding."""
+    ids = torch.from_numpy(
+        np.stack([encode_captions(tok, [s], 1, max_words)[0] for s in sentences])
+    )  # [N, L]
+    if vocab_size is not None:
+        unk = tok.token_to_id(UNK)
+        ids[ids >= vocab_size] = 1 if unk is None else unk
+    return ids
+
+
+def embed_texts(model: nn.Module, text_ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """One video-text-space embedding per caption, l2-normalised: [N, L] ids -> [N, d_vt].
+
+    The text tower encodes each caption on its own (padding words are masked out), so
+    [B, L] ids give exactly what caption slot 0 of a [B, K, L] training batch would."""
+    device = _device_of(model)
+    with torch.no_grad():
         out = [
-            model.encode_text(self.text_ids[i : i + batch_size].to(device))["text_vt"]
-            for i in range(0, len(self.items), batch_size)
+            model.encode_text(text_ids[i : i + batch_size].to(device))["text_vt"]
+            for i in range(0, len(text_ids), batch_size)
         ]
-        return F.normalize(torch.cat(out).float(), dim=-1)  # [N, d]
+    return F.normalize(torch.cat(out).float(), dim=-1)  # [N, d]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -424,8 +471,11 @@ __all__ = [
     "RetrievalItem",
     "VideoDecodeError",
     "decode_windows",
+    "embed_texts",
     "read_msrvtt",
     "retrieval_metrics",
+    "retrieval_ranks",
     "to_model_input",
+    "tokenize_sentences",
     "window_starts",
 ]

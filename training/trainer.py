@@ -12,18 +12,29 @@ Resuming: Ray Train V2 restores its checkpoint list when the same run name and s
 used again (and after a worker failure), and `ray.train.get_checkpoint()` returns the latest.
 We validate it (every rank's manifest and file sizes, see checkpoint.py) and otherwise fall
 back to the newest valid checkpoint on disk, so a half-written one is never loaded.
+
+Object storage: with `storage=s3://...` (or gs://) Ray Train uploads checkpoints to the
+store; resuming validates them there (manifests + one listing) and the first rank of each
+node downloads the chosen one. Telemetry (metrics.csv, eval.csv, TensorBoard, resumes.jsonl,
+summary.json) is written to a local mirror (`local_run_dir`) and uploaded by rank 0 after
+every checkpoint and at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import posixpath
+import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from preprocessing import storage
 from training.config import TrainConfig
 
 # bf16 dense peak FLOP/s per device, for MFU (vendor data sheets).
@@ -48,8 +59,12 @@ def _broadcast(value: Any, rank: int, world_size: int) -> Any:
     return box[0]
 
 
-def _resume_point(run_dir: str, rank: int) -> tuple[str | None, list[str]]:
-    """The checkpoint directory to resume from (None = fresh start) and notes on skipped ones."""
+def _resume_point(
+    run_dir: str, rank: int, start_from: str | None = None
+) -> tuple[str | None, list[str]]:
+    """The checkpoint directory to resume from (None = fresh start) and notes on skipped ones.
+    The run's own checkpoints win; `start_from` (another run's checkpoint) seeds a run that has
+    none yet, e.g. a Tune trial restarted from its last report or a PBT trial cloning another."""
     import ray.train
 
     from training.checkpoint import find_latest_checkpoint, validate_checkpoint
@@ -59,12 +74,21 @@ def _resume_point(run_dir: str, rank: int) -> tuple[str | None, list[str]]:
     notes: list[str] = []
     reported = ray.train.get_checkpoint()
     if reported is not None:
-        ok, reason = validate_checkpoint(reported.path)
+        # On an object store Ray's path has no scheme: name the checkpoint by its URI.
+        where = reported.path
+        if storage.is_uri(run_dir):
+            where = storage.join(run_dir, posixpath.basename(where.rstrip("/")))
+        ok, reason = validate_checkpoint(where)
         if ok:
-            return reported.path, notes
-        notes.append(f"skipped checkpoint {reported.path}: {reason}")
+            return where, notes
+        notes.append(f"skipped checkpoint {where}: {reason}")
     path, skipped = find_latest_checkpoint(run_dir)
     notes += [f"skipped checkpoint {p}: {why}" for p, why in skipped]
+    if path is None and start_from:
+        ok, reason = validate_checkpoint(start_from)
+        if not ok:
+            raise FileNotFoundError(f"start checkpoint {start_from}: {reason}")
+        return start_from, notes
     return (str(path) if path else None), notes
 
 
@@ -133,6 +157,79 @@ def _quiet_ray_train_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# What a run folder holds besides checkpoints: mirrored between a local folder and an
+# object-store run (checkpoints go through Ray Train's own upload instead).
+TELEMETRY_FILES = (
+    "metrics.csv",
+    "eval.csv",
+    "tensorboard",
+    "plots",
+    "resumes.jsonl",
+    "summary.json",
+    "train_config.json",
+)
+
+
+def is_telemetry(rel: str) -> bool:
+    """Is `rel` (a path relative to the run folder) telemetry rather than a checkpoint?"""
+    top = rel.split("/", 1)[0]
+    return top in TELEMETRY_FILES or top.startswith("skipped_samples_rank")
+
+
+def local_run_dir(cfg: TrainConfig) -> str:
+    """Where telemetry is written: the run folder itself, or, when storage is an object-store
+    URI, a local mirror (TensorBoard and CSV writers need a filesystem) that rank 0 uploads
+    after every checkpoint and the driver downloads at the end."""
+    run_dir = cfg.run_dir()
+    if not storage.is_uri(run_dir):
+        return run_dir
+    tag = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
+    return os.path.join(tempfile.gettempdir(), "vatt-runs", f"{cfg.name}-{tag}")
+
+
+def pull_telemetry(run_dir: str, local_dir: str) -> None:
+    """Replace `local_dir` with the telemetry of `run_dir` (a URI): a resumed run continues
+    metrics.csv and TensorBoard where the last upload left them, on whichever node."""
+    shutil.rmtree(local_dir, ignore_errors=True)
+    os.makedirs(local_dir, exist_ok=True)
+    storage.copy_tree(run_dir, local_dir, include=is_telemetry)
+
+
+def push_telemetry(local_dir: str, run_dir: str) -> None:
+    if local_dir != run_dir:
+        storage.copy_tree(local_dir, run_dir, include=is_telemetry)
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def local_checkpoint(checkpoint: str, local_rank: int, world_size: int):
+    """A local folder holding `checkpoint`: the folder itself, or for an object-store URI a
+    validated copy that the first rank of each node downloads (DeepSpeed loads from files)
+    and removes once every rank has loaded it."""
+    if not storage.is_uri(checkpoint):
+        yield checkpoint
+        return
+    from training.checkpoint import download_checkpoint
+
+    tag = hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
+    local = os.path.join(tempfile.gettempdir(), "vatt-resume", tag)
+    if local_rank == 0:
+        download_checkpoint(checkpoint, local)
+    _barrier(world_size)
+    try:
+        yield local
+    finally:
+        _barrier(world_size)
+        if local_rank == 0:
+            shutil.rmtree(local, ignore_errors=True)
+
+
 def train_loop(loop_config: dict) -> None:
     """One Ray Train worker: see the module docstring for the order of things."""
     cfg: TrainConfig = loop_config["cfg"]
@@ -150,7 +247,7 @@ def train_loop(loop_config: dict) -> None:
     from training.ds_config import batch_arithmetic, deepspeed_dict, global_batch
     from training.loader import ClipShape, build_loader
     from training.losses import total_loss
-    from training.model import VATT, convert_sync_batchnorm
+    from training.model import VATT, build_model_from_config, convert_sync_batchnorm
     from training.model.flops import forward_flops
     from training.schedule import build_optimizer
     from training.telemetry import Telemetry, format_progress
@@ -164,7 +261,14 @@ def train_loop(loop_config: dict) -> None:
     torch.set_num_threads(cfg.scaling.torch_threads)
     log = (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
 
-    resume, notes = _resume_point(run_dir, rank)
+    # Telemetry is written locally (the run folder itself, or a mirror of an object-store run
+    # that rank 0 refreshes now, before anything appends to it, and uploads after checkpoints).
+    telemetry_dir: str = loop_config.get("telemetry_dir") or run_dir
+    if rank == 0 and telemetry_dir != run_dir:
+        pull_telemetry(run_dir, telemetry_dir)
+    os.makedirs(telemetry_dir, exist_ok=True)
+
+    resume, notes = _resume_point(run_dir, rank, loop_config.get("start_from"))
     resume = _broadcast(resume, rank, world)
     for note in notes:
         log(note)
@@ -172,7 +276,9 @@ def train_loop(loop_config: dict) -> None:
     # Same seed on every rank: identical initial weights (DeepSpeed also broadcasts rank 0's).
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model_config()
-    model = VATT(model_cfg)
+    # A fresh run applies model.video_init (a 2-D ViT image checkpoint); a resumed one loads
+    # its own weights below, so it needs no image file.
+    model = VATT(model_cfg) if resume else build_model_from_config(model_cfg)
     if on_gpu and world > 1:
         # Cross-rank BatchNorm statistics in the heads (the paper's global batch BN); gloo
         # CPU workers keep per-rank BN (torch's SyncBatchNorm needs an accelerator).
@@ -188,7 +294,8 @@ def train_loop(loop_config: dict) -> None:
 
     step, samples_seen, carried = 0, 0, {}
     if resume:
-        state = load_into_engine(engine, resume)
+        with local_checkpoint(resume, ctx.get_local_rank(), world) as local:
+            state = load_into_engine(engine, local)
         step, samples_seen = int(state["step"]), int(state.get("samples_seen", 0))
         carried = state.get("carried", {})
         log(f"resumed from {resume} at step {step}")
@@ -200,7 +307,7 @@ def train_loop(loop_config: dict) -> None:
                 "loaded_checksum": param_checksum(engine.module),
                 "skipped": notes,
             }
-            with open(Path(run_dir) / "resumes.jsonl", "a") as f:
+            with open(Path(telemetry_dir) / "resumes.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
     if step >= cfg.max_steps:
         log(f"run already complete at step {step} (max_steps={cfg.max_steps}); nothing to do")
@@ -216,7 +323,7 @@ def train_loop(loop_config: dict) -> None:
     )  # fmt: skip
     # Rows an interrupted attempt logged after the checkpoint are replayed now: drop them
     # (resume_step = the first step this attempt logs).
-    telemetry = Telemetry(run_dir, enabled=rank == 0, resume_step=step + 1)
+    telemetry = Telemetry(telemetry_dir, enabled=rank == 0, resume_step=step + 1)
     heldout = None
     if cfg.eval.enabled:
         from training.retrieval import HeldoutRetrieval
@@ -260,7 +367,7 @@ def train_loop(loop_config: dict) -> None:
             data_wait += time.perf_counter() - t0
             skipped += batch["skipped"]
             if batch["skipped_keys"]:
-                with open(Path(run_dir) / f"skipped_samples_rank{rank}.txt", "a") as f:
+                with open(Path(telemetry_dir) / f"skipped_samples_rank{rank}.txt", "a") as f:
                     f.writelines(f"step {step}: {k}\n" for k in batch["skipped_keys"])
             inputs = {
                 "video": batch["video"].to(device, dtype, non_blocking=True),
@@ -286,7 +393,7 @@ def train_loop(loop_config: dict) -> None:
         step_time = time.perf_counter() - t_step
 
         if fault_step is not None and step == fault_step and rank == world - 1:
-            marker = Path(run_dir) / ".fault_injected"
+            marker = Path(telemetry_dir) / ".fault_injected"
             if not marker.exists():  # once per run: the restarted worker must get past it
                 marker.write_text(str(step))
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -353,6 +460,8 @@ def train_loop(loop_config: dict) -> None:
                     checkpoint=ray.train.Checkpoint.from_directory(tmp),
                     checkpoint_dir_name=f"checkpoint_{step:09d}",
                 )
+            if rank == 0:
+                push_telemetry(telemetry_dir, run_dir)
 
     telemetry.close()
     if rank == 0:
@@ -369,7 +478,8 @@ def train_loop(loop_config: dict) -> None:
             "eval_before": eval_before,
             "eval_after": eval_after,
         }
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        (Path(telemetry_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        push_telemetry(telemetry_dir, run_dir)
 
 
 LOSS_KEYS = ("loss", "nce_va", "mil_nce_vt")
@@ -385,26 +495,47 @@ def _model_config_dict(model_cfg) -> dict:
     return dataclasses.asdict(model_cfg)
 
 
-def run_training(cfg: TrainConfig, *, fault_kill_step: int | None = None) -> dict:
+def run_training(
+    cfg: TrainConfig,
+    *,
+    fault_kill_step: int | None = None,
+    callbacks: list | None = None,
+    start_from: str | None = None,
+) -> dict:
     """Fit `cfg` with Ray Train on the connected Ray cluster; returns rank 0's summary.
 
     `fault_kill_step` (tests only): the last rank SIGKILLs itself once at that step, to prove
-    the run recovers from the last checkpoint.
+    the run recovers from the last checkpoint. `callbacks`: Ray Train `UserCallback`s (the
+    sweep forwards every report to Ray Tune). `start_from`: a checkpoint of another run to
+    start from when this run has none of its own.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cfg = cfg.with_absolute_paths()  # workers have another working directory
-    storage = cfg.storage  # Ray wants an absolute path or a URI
-    run_dir = os.path.join(storage, cfg.name)
-    os.makedirs(run_dir, exist_ok=True)
-    Path(run_dir, "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    run_dir = cfg.run_dir()  # a folder, or an object-store URI (s3://, gs://)
+    telemetry_dir = local_run_dir(cfg)
+    storage.make_dirs(run_dir)
+    storage.write_text(
+        storage.join(run_dir, "train_config.json"), json.dumps(cfg.to_dict(), indent=2)
+    )
+    # Ray wants an absolute path or a URI; for a URI we hand it the filesystem resolved here
+    # (endpoint and region from this environment) so its uploads go where ours do.
+    storage_fs, storage_path = (
+        storage.filesystem(cfg.storage) if storage.is_uri(cfg.storage) else (None, cfg.storage)
+    )
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg, "run_dir": run_dir, "fault_kill_step": fault_kill_step},
+        train_loop_config={
+            "cfg": cfg,
+            "run_dir": run_dir,
+            "telemetry_dir": telemetry_dir,
+            "fault_kill_step": fault_kill_step,
+            "start_from": start_from,
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
@@ -412,15 +543,25 @@ def run_training(cfg: TrainConfig, *, fault_kill_step: int | None = None) -> dic
         ),
         run_config=RunConfig(
             name=cfg.name,
-            storage_path=storage,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
             # Ray Train's per-report INFO lines would bury our one progress line per log step.
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()
-    summary = json.loads(Path(run_dir, "summary.json").read_text())
-    summary["checkpoint"] = result.checkpoint.path if result.checkpoint else None
-    Path(run_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    if telemetry_dir != run_dir:
+        # Rank 0 may have run on another node: the driver's copy comes from the store.
+        pull_telemetry(run_dir, telemetry_dir)
+        if checkpoint:
+            checkpoint = storage.join(run_dir, posixpath.basename(checkpoint.rstrip("/")))
+    summary = json.loads(Path(telemetry_dir, "summary.json").read_text())
+    summary["checkpoint"] = checkpoint
+    summary["local_dir"] = telemetry_dir  # metrics.csv, tensorboard/, plots on this machine
+    Path(telemetry_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+    push_telemetry(telemetry_dir, run_dir)
     return summary

@@ -1,4 +1,8 @@
-"""`vatt model-info`: parameter counts per tower and analytic FLOPs of a model preset."""
+"""`vatt model-info`: parameter counts per tower and analytic FLOPs of a model preset.
+
+Also compares the ViViT video backbones (training/model/vivit.py) at the same preset, input
+and DropToken rate: video-tower parameters and forward FLOPs, as ratios to Model 1 (joint).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 
 from pipeline.errors import UsageError
 from training.model import PRESETS, build_model, make_config
+from training.model.config import VIDEO_BACKBONES, VIDEO_TOKENIZATIONS
 from training.model.flops import forward_flops
 from training.model.presets import PAPER_PRESET_PARAMS_M, resolve_preset
 
@@ -36,7 +41,64 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--audio-samples", type=int, default=None, help="audio samples (default: preset)"
     )
+    parser.add_argument(
+        "--video-backbone",
+        default="joint",
+        help=f"ViViT video backbone: {', '.join(VIDEO_BACKBONES)} (default joint = VATT)",
+    )
+    parser.add_argument(
+        "--video-tokenization",
+        default="tubelet",
+        help=f"video tokens: {', '.join(VIDEO_TOKENIZATIONS)} (default tubelet)",
+    )
+    parser.add_argument(
+        "--video-patch",
+        default=None,
+        metavar="TxHxW",
+        help="tubelet size, e.g. 2x16x16 (ViViT's); default: the preset's 4x16x16",
+    )
     parser.set_defaults(func=run)
+
+
+def _video_overrides(args: argparse.Namespace) -> dict:
+    """ModelConfig overrides for the --video-* flags."""
+    overrides = {
+        "video_backbone": args.video_backbone,
+        "video_tokenization": args.video_tokenization,
+    }
+    if args.video_patch is not None:
+        try:
+            patch = tuple(int(v) for v in args.video_patch.lower().split("x"))
+        except ValueError:
+            raise UsageError(
+                f"--video-patch {args.video_patch!r}: expected TxHxW, e.g. 2x16x16"
+            ) from None
+        overrides["tokenizer"] = {"video_patch": patch}
+    return overrides
+
+
+def _backbone_comparison(
+    preset: str, overrides: dict, flops_kwargs: dict
+) -> dict[str, dict[str, float]]:
+    """Video-tower params and forward FLOPs of every ViViT backbone, ratios to joint."""
+    rows = {}
+    for backbone in VIDEO_BACKBONES:
+        try:
+            cfg = make_config(preset, **{**overrides, "video_backbone": backbone})
+        except ValueError as e:  # e.g. an odd head count for Model 4
+            rows[backbone] = {"error": str(e)}
+            continue
+        model = build_model(preset, device="meta", **{**overrides, "video_backbone": backbone})
+        video = model.parameter_counts()["video"]
+        rows[backbone] = {
+            "params": video["tokenizer"] + video["backbone"],
+            "flops_forward": forward_flops(cfg, **flops_kwargs)["video"]["total"],
+        }
+    base = rows["joint"]
+    for row in rows.values():
+        if "error" not in row:
+            row["flops_ratio"] = row["flops_forward"] / base["flops_forward"]
+    return rows
 
 
 def _parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -65,24 +127,29 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
-    cfg = make_config(preset)
+    overrides = _video_overrides(args)
+    flops_kwargs = {
+        "droptoken_rate": args.droptoken_rate,
+        "frames": args.frames,
+        "height": height,
+        "width": width,
+        "audio_samples": args.audio_samples,
+    }
     try:
-        flops = forward_flops(
-            cfg,
-            droptoken_rate=args.droptoken_rate,
-            frames=args.frames,
-            height=height,
-            width=width,
-            audio_samples=args.audio_samples,
-        )
+        cfg = make_config(preset, **overrides)
+        flops = forward_flops(cfg, **flops_kwargs)
+        backbones = _backbone_comparison(preset, overrides, flops_kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    model = build_model(preset, device="meta")
+    model = build_model(preset, device="meta", **overrides)
     params = model.parameter_counts()
     params_total = sum(part["total"] for part in params.values())
     tok = cfg.tokenizer
     report = {
         "preset": preset,
+        "video_backbone": cfg.video_backbone,
+        "video_tokenization": cfg.video_tokenization,
+        "video_patch": list(cfg.tokenizer.video_patch),
         "input": {
             "frames": args.frames or tok.frames,
             "height": height or tok.height,
@@ -103,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         "flops_forward": {m: flops[m] for m in ("video", "audio", "text")},
         "flops_forward_total": flops["forward"],
         "flops_training_total": flops["training"],
+        "video_backbones": backbones,
     }
     if args.json:
         print(json.dumps(report))
@@ -112,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         f"VATT {preset}: video {inp['frames']}x{inp['height']}x{inp['width']}, audio "
         f"{inp['audio_samples']} samples, text {inp['captions']}x{inp['words']} words, "
         f"DropToken {report['droptoken_rate']}"
+    )
+    print(
+        f"video backbone {cfg.video_backbone}, {cfg.video_tokenization} tokens "
+        f"{'x'.join(map(str, cfg.tokenizer.video_patch))}"
     )
     print(
         f"{'tower':<8}{'tokenizer':>12}{'backbone':>12}{'head':>10}{'total':>12}{'GFLOP fwd':>12}"
@@ -132,4 +204,13 @@ def run(args: argparse.Namespace) -> int:
         f"forward {flops['forward'] / 1e9:.1f} GFLOP/example, training (3x) "
         f"{flops['training'] / 1e12:.3f} TFLOP/example"
     )
+    print(f"{'video backbone':<28}{'params':>10}{'GFLOP fwd':>12}{'vs joint':>10}")
+    for name, row in backbones.items():
+        if "error" in row:
+            print(f"{name:<28}  n/a: {row['error']}")
+            continue
+        print(
+            f"{name:<28}{row['params'] / 1e6:>9.2f}M{row['flops_forward'] / 1e9:>12.1f}"
+            f"{row['flops_ratio']:>9.2f}x"
+        )
     return 0

@@ -1,4 +1,5 @@
-"""`vatt sample-data OUT`: write the built-in synthetic HowTo100M / AudioSet / MSR-VTT corpus."""
+"""`vatt sample-data OUT`: write the built-in synthetic HowTo100M / AudioSet / MSR-VTT corpus,
+plus UCF101-, ESC-50- and YouCook2-style labelled evaluation sets."""
 
 from __future__ import annotations
 
@@ -21,18 +22,22 @@ _DEFAULTS = SampleCorpusConfig()
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample-data",
-        help="generate a small synthetic corpus in the real HowTo100M / AudioSet / MSR-VTT formats",
+        help="generate a small synthetic corpus in the real HowTo100M / AudioSet / MSR-VTT / "
+        "UCF101 / ESC-50 / YouCook2 formats",
         description=(
             "Write H.264/AAC videos made with ffmpeg (moving coloured shapes, tones, noise) and "
             "espeak-ng speech, with HowTo100M caption.json, AudioSet segments.csv and an MSR-VTT "
-            "test CSV. Each video has a latent topic that decides what is seen, heard and said "
-            "(ground truth in OUT/topics.json). The same --seed gives the same captions, ids and "
-            "CSVs."
+            "test CSV; and labelled evaluation sets: UCF101-style clips with split files, "
+            "ESC-50-style sounds with esc50.csv (5 folds) and YouCook2-style videos of 2-3 "
+            "segments with their CSV. Each file has a latent topic (the class of the labelled "
+            "sets) that decides what is seen, heard and said (ground truth in OUT/topics.json). "
+            "The same --seed gives the same captions, ids and CSVs."
         ),
         epilog=(
             "examples:\n"
             "  vatt sample-data data/sample\n"
-            "  vatt sample-data data/tiny --videos 3 --audioset-clips 2 --msrvtt-videos 2\n"
+            "  vatt sample-data data/tiny --videos 3 --audioset-clips 2 --msrvtt-videos 2 "
+            "--ucf101-groups 2 --esc50-clips-per-class 1 --youcook2-videos 1\n"
             "then: vatt preprocess howto100m --videos data/sample/howto100m/videos "
             "--captions data/sample/howto100m/caption.json --out shards/howto"
         ),
@@ -57,6 +62,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.msrvtt_videos,
         help=f"held-out MSR-VTT-style test videos (default {_DEFAULTS.msrvtt_videos})",
     )
+    p.add_argument(
+        "--ucf101-groups",
+        type=int,
+        default=_DEFAULTS.ucf101_groups,
+        help="UCF101-style groups per class, one 4-7 s clip each; split s tests on its own "
+        f"groups, trains on the rest (0 or >= 2; default {_DEFAULTS.ucf101_groups})",
+    )
+    p.add_argument(
+        "--esc50-clips-per-class",
+        type=int,
+        default=_DEFAULTS.esc50_clips_per_class,
+        help="ESC-50-style 5 s sounds per class, spread over folds 1-5 "
+        f"(default {_DEFAULTS.esc50_clips_per_class})",
+    )
+    p.add_argument(
+        "--youcook2-videos",
+        type=int,
+        default=_DEFAULTS.youcook2_videos,
+        help="YouCook2-style videos of 2-3 segments of different topics "
+        f"(default {_DEFAULTS.youcook2_videos})",
+    )
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="content seed (default 0)")
     p.add_argument(
         "--workers",
@@ -77,6 +103,9 @@ def build_config(args: argparse.Namespace) -> SampleCorpusConfig:
             videos=args.videos,
             audioset_clips=args.audioset_clips,
             msrvtt_videos=args.msrvtt_videos,
+            ucf101_groups=args.ucf101_groups,
+            esc50_clips_per_class=args.esc50_clips_per_class,
+            youcook2_videos=args.youcook2_videos,
             seed=args.seed,
             workers=args.workers,
         )
@@ -86,7 +115,9 @@ def build_config(args: argparse.Namespace) -> SampleCorpusConfig:
 
 def _flag_names(message: str) -> str:
     """'audioset_clips must be ...' -> '--audioset-clips must be ...' (name the flag to change)."""
-    for name in ("audioset_clips", "msrvtt_videos", "videos", "seed", "workers"):
+    flags = ("audioset_clips", "msrvtt_videos", "videos", "seed", "workers")
+    flags += ("ucf101_groups", "esc50_clips_per_class", "youcook2_videos")
+    for name in flags:
         if message.startswith(name + " "):
             return "--" + name.replace("_", "-") + message[len(name) :]
     return message
@@ -115,6 +146,9 @@ def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0)
         ("howto100m videos (captions)", f"{s.howto_videos} ({s.captions})"),
         ("audioset clips", f"{s.audioset_clips}"),
         ("msrvtt test videos", f"{s.msrvtt_videos}"),
+        ("ucf101 clips", f"{s.ucf101_clips}"),
+        ("esc50 clips", f"{s.esc50_clips}"),
+        ("youcook2 videos (segments)", f"{s.youcook2_videos} ({s.youcook2_segments})"),
         ("video in total", f"{minutes:.1f} min"),
         (
             "windows expected",

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.configs import deep_merge, from_dict, parse_overrides, read_yaml
+from pipeline.configs import add_job_arguments, bundled_names, from_dict, load_config
 from pipeline.errors import JobFailed, UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return bundled_names(PRESET_DIR)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,39 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config",
-        required=True,
-        help="YAML file, or the name of a bundled config (debug, bbs, mbs, lbs, ma-medium)",
-    )
-    p.add_argument(
-        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
-    )
-    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. max_steps=100 optim.lr=3e-4"
+    add_job_arguments(
+        p,
+        config_help=f"YAML file, or the name of a bundled config ({', '.join(preset_names())})",
+        overrides_example="max_steps=100 optim.lr=3e-4",
     )
     p.set_defaults(func=run)
-
-
-def config_path(name: str) -> Path:
-    """A YAML path, or a bundled config by name (case-insensitive, .yaml optional)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = PRESET_DIR / f"{name.lower().removesuffix('.yaml')}.yaml"
-    if bundled.is_file():
-        return bundled
-    raise UsageError(
-        f"config {name}: no such file and not a bundled config ({', '.join(preset_names())})"
-    )
 
 
 def build_config(config: str, overrides: list[str]):
     from training.config import TrainConfig
 
-    data = deep_merge(read_yaml(config_path(config)), parse_overrides(overrides))
+    data = load_config(config, PRESET_DIR, overrides)
     if "data" not in data:
         raise UsageError("config has no 'data' section (data.howto100m / data.audioset)")
     return from_dict(TrainConfig, data)
@@ -131,7 +110,8 @@ def print_summary(s: dict, plots: list[str], file=None) -> None:
         print(f"  {k:<{width}}  {v}", file=file)
     for p in plots:
         print(f"  {'plot':<{width}}  {p}", file=file)
-    print(f"  {'tensorboard':<{width}}  tensorboard --logdir {s['run_dir']}/tensorboard", file=file)
+    local = s.get("local_dir") or s["run_dir"]
+    print(f"  {'tensorboard':<{width}}  tensorboard --logdir {local}/tensorboard", file=file)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(cfg)
     from pipeline.ray_runtime import init_ray
     from training.telemetry import plot_run
-    from training.trainer import run_training
+    from training.trainer import push_telemetry, run_training
 
     # The dashboard serves the State API that Ray Train's placement-group cleaner needs.
     where = init_ray(args.address, args.num_cpus, dashboard=True)
@@ -155,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         summary = run_training(cfg)
     except Exception as e:  # Ray wraps worker errors; one line for the user, details in logs
         raise JobFailed(f"training failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-    plots = [str(p) for p in plot_run(summary["run_dir"])]
+    # An object-store run keeps a local mirror of its telemetry (local_dir): plot there, then
+    # upload the plots beside the run's metrics.
+    local = summary.get("local_dir") or summary["run_dir"]
+    plots = [str(p) for p in plot_run(local)]
+    push_telemetry(local, summary["run_dir"])
     print_summary(summary, plots)
     return 0

@@ -1,4 +1,4 @@
-"""VATT model package: `build_model(preset, **overrides)`, configs and presets."""
+"""VATT model package: `build_model(preset, **overrides)`, configs, presets, ViViT variants."""
 
 from __future__ import annotations
 
@@ -11,8 +11,26 @@ from training.model.config import (
     TransformerConfig,
 )
 from training.model.heads import convert_sync_batchnorm
+from training.model.image_init import init_video_from_image, load_image_checkpoint
 from training.model.presets import DEFAULT_PRESET, PRESETS, SIZES, make_config, resolve_preset
 from training.model.vatt import VATT
+
+
+def build_model_from_config(cfg: ModelConfig, device: torch.device | str | None = None) -> VATT:
+    """VATT(cfg), then the video tower from `cfg.video_init` (a 2-D ViT checkpoint) if set.
+
+    Use this to start a run; restoring a checkpoint builds `VATT(cfg)` and loads its weights,
+    so the image file is not needed then.
+    """
+    if device is None:
+        model = VATT(cfg)
+    else:
+        with torch.device(device):
+            model = VATT(cfg)
+    if cfg.video_init:
+        state = load_image_checkpoint(cfg.video_init)
+        init_video_from_image(model, state, cfg.video_init_mode, source=cfg.video_init)
+    return model
 
 
 def build_model(
@@ -28,11 +46,7 @@ def build_model(
     Returns:
         The VATT module (its `cfg` rebuilds it).
     """
-    cfg = make_config(preset, **overrides)
-    if device is None:
-        return VATT(cfg)
-    with torch.device(device):
-        return VATT(cfg)
+    return build_model_from_config(make_config(preset, **overrides), device)
 
 
 __all__ = [
@@ -45,6 +59,7 @@ __all__ = [
     "TransformerConfig",
     "VATT",
     "build_model",
+    "build_model_from_config",
     "convert_sync_batchnorm",
     "make_config",
     "resolve_preset",

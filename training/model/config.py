@@ -6,6 +6,21 @@ import dataclasses
 from dataclasses import dataclass, field
 
 BN_MODES = ("paper", "official")
+# ViViT (Arnab et al. 2021) video backbones, in the paper's order: Model 1 (VATT's own joint
+# space-time attention), 2 (factorised encoder), 3 (factorised self-attention), 4 (factorised
+# dot-product attention). training/model/vivit.py builds them.
+VIDEO_BACKBONES = (
+    "joint",
+    "factorised_encoder",
+    "factorised_self_attention",
+    "factorised_dot_product",
+)
+VIDEO_TOKENIZATIONS = ("tubelet", "frame")
+VIDEO_POSITIONS = ("factorised", "spatial_2d")
+# DropToken units for video: single tokens, tubes (the same spatial positions in every time
+# slice) or frames (whole time slices); "auto" = token for joint, tube for factorised.
+VIDEO_DROPTOKEN_UNITS = ("auto", "token", "tube", "frame")
+VIDEO_INIT_MODES = ("central_frame", "inflate")
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,27 @@ class ModelConfig:
     # Fraction of video/audio tokens DROPPED in training (paper default 0.5).
     droptoken_rate: float = 0.5
     name: str = "custom"
+    # ---- ViViT options (docs/model.md "ViViT backbones"); the defaults are VATT's model ----
+    # One of VIDEO_BACKBONES; "joint" = every token attends to every token (ViViT Model 1).
+    video_backbone: str = "joint"
+    # "tubelet": tokenizer.video_patch voxels (t x h x w). "frame": uniform frame sampling, the
+    # central frame of every t-frame window cut into 2-D h x w patches: the same token grid,
+    # so the two are comparable (and equal at a central-frame image init).
+    video_tokenization: str = "tubelet"
+    # "factorised": VATT's temporal + vertical + horizontal tables. "spatial_2d": a ViT-style
+    # (h, w) table + a temporal table, the layout a 2-D ViT checkpoint's pos_embed fills.
+    video_positions: str = "factorised"
+    # Depth of Model 2's temporal encoder (ViViT-B FE uses 4); its width is the video tower's,
+    # whose num_layers is the spatial encoder's depth.
+    video_temporal_layers: int = 4
+    # Video DropToken unit, one of VIDEO_DROPTOKEN_UNITS (factorised backbones need a grid).
+    video_droptoken: str = "auto"
+    # Local 2-D ViT checkpoint (timm layout; .safetensors or a torch state dict) that
+    # initialises the video tower in `build_model_from_config`; "" = random init.
+    video_init: str = ""
+    # How a 2-D patch filter becomes a tubelet filter: "central_frame" (filter at the centre
+    # time index, zeros elsewhere; ViViT's best) or "inflate" (tiled over time, divided by t).
+    video_init_mode: str = "central_frame"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.droptoken_rate < 1.0:
@@ -157,11 +193,57 @@ class ModelConfig:
                 f"model.droptoken_rate={self.droptoken_rate} must be in [0, 1) "
                 "(it is the dropped fraction)"
             )
+        for name, choices in (
+            ("video_backbone", VIDEO_BACKBONES),
+            ("video_tokenization", VIDEO_TOKENIZATIONS),
+            ("video_positions", VIDEO_POSITIONS),
+            ("video_droptoken", VIDEO_DROPTOKEN_UNITS),
+            ("video_init_mode", VIDEO_INIT_MODES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"model.{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}"
+                )
+        if self.video_temporal_layers < 1:
+            raise ValueError(
+                f"model.video_temporal_layers={self.video_temporal_layers} must be >= 1"
+            )
+        factorised = self.video_backbone != "joint"
+        if factorised and self.video_droptoken == "token":
+            raise ValueError(
+                f"model.video_droptoken=token drops single tokens, which breaks the (time, "
+                f"space) grid that video_backbone={self.video_backbone} needs; use tube, frame "
+                "or auto"
+            )
+        if self.video_backbone == "factorised_dot_product" and self.video.num_heads % 2:
+            raise ValueError(
+                f"model.video_backbone=factorised_dot_product splits the heads half spatial, "
+                f"half temporal: video.num_heads={self.video.num_heads} must be even"
+            )
+        if self.shared_backbone and factorised:
+            raise ValueError(
+                f"model.shared_backbone=True shares one joint transformer across modalities; "
+                f"video_backbone={self.video_backbone} needs video_backbone=joint or "
+                "shared_backbone=False"
+            )
         if self.shared_backbone and not (self.video == self.audio == self.text):
             raise ValueError(
                 "model.shared_backbone=True needs identical video/audio/text transformer "
                 "configs; set all three to the same TransformerConfig"
             )
+
+    @property
+    def video_droptoken_unit(self) -> str:
+        """The video DropToken unit in effect: "auto" resolved by the backbone."""
+        if self.video_droptoken != "auto":
+            return self.video_droptoken
+        return "token" if self.video_backbone == "joint" else "tube"
+
+    @property
+    def video_patch(self) -> tuple[int, int, int]:
+        """The video tokenizer's filter (t, h, w): t = 1 for frame sampling."""
+        pt, ph, pw = self.tokenizer.video_patch
+        return (1, ph, pw) if self.video_tokenization == "frame" else (pt, ph, pw)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""DropToken: keep a random subset of video/audio tokens per example during training."""
+"""DropToken: keep a random subset of video/audio tokens (or tubes, or frames) per example."""
 
 from __future__ import annotations
 
@@ -51,3 +51,50 @@ class DropToken(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
+
+
+def drop_grid(
+    x: torch.Tensor, rate: float, unit: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """DropToken that keeps the (time, space) grid the factorised ViViT backbones need.
+
+    Args:
+        x: (B, t, s, D) tokens, t time slices of s spatial positions, positions added.
+        rate: fraction DROPPED, of the spatial positions ("tube") or of the time slices
+            ("frame"), drawn independently for every example.
+        unit: "tube" drops the same spatial positions in every time slice; "frame" drops
+            whole time slices.
+    Returns:
+        (B, t, s', D) for "tube", (B, t', s, D) for "frame", kept in their original order.
+    """
+    B, t, s, D = x.shape
+    if unit == "tube":
+        tubes = x.transpose(1, 2).reshape(B, s, t * D)  # (B, s, t*D): one row per tube
+        kept = drop_tokens(tubes, rate, generator)  # (B, s', t*D)
+        return kept.reshape(B, -1, t, D).transpose(1, 2)  # (B, t, s', D)
+    if unit == "frame":
+        frames = x.reshape(B, t, s * D)  # (B, t, s*D): one row per time slice
+        return drop_tokens(frames, rate, generator).reshape(B, -1, s, D)  # (B, t', s, D)
+    raise ValueError(f"drop_grid unit={unit!r}: choose tube or frame")
+
+
+class GridDropToken(nn.Module):
+    """Module form of `drop_grid`: active only in training mode; eval keeps every token."""
+
+    def __init__(self, rate: float, unit: str):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"droptoken rate={rate} must be in [0, 1)")
+        if unit not in ("tube", "frame"):
+            raise ValueError(f"grid DropToken unit={unit!r}: choose tube or frame")
+        self.rate = rate
+        self.unit = unit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, t, s, D). Returns (B, t', s', D)."""
+        if not self.training or self.rate == 0.0:
+            return x
+        return drop_grid(x, self.rate, self.unit)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, unit={self.unit}"

@@ -22,6 +22,18 @@ def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
     return x.squeeze(0).t()  # (length, D)
 
 
+def resize_grid_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinearly interpolate a learnable (h, w, D) position table to (height, width, D).
+
+    Returns the table itself when no resize is needed (as `resize_table`).
+    """
+    if table.shape[:2] == (height, width):
+        return table
+    x = table.permute(2, 0, 1).unsqueeze(0)  # (h, w, D) -> (1, D, h, w)
+    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x.squeeze(0).permute(1, 2, 0)  # (height, width, D)
+
+
 class VideoPositions(nn.Module):
     """Learnable temporal + vertical + horizontal embeddings, summed per token."""
 
@@ -39,6 +51,28 @@ class VideoPositions(nn.Module):
         pos_h = resize_table(self.vertical, h)[None, :, None, :]  # (1, h, 1, D)
         pos_w = resize_table(self.horizontal, w)[None, None, :, :]  # (1, 1, w, D)
         pos = (pos_t + pos_h + pos_w).reshape(t * h * w, -1)  # (t, h, w, D) -> (N, D)
+        return x + pos.to(x.dtype)
+
+
+class Spatial2dVideoPositions(nn.Module):
+    """Learnable (h, w) spatial table (ViT's pos_embed layout) + temporal table, summed.
+
+    A 2-D ViT checkpoint fills `spatial` and leaves `temporal` at zero: the image positions
+    repeated over time, as ViViT initialises its video models.
+    """
+
+    def __init__(self, grid: tuple[int, int, int], d_model: int):
+        super().__init__()
+        t, h, w = grid
+        self.temporal = nn.Parameter(torch.zeros(t, d_model))
+        self.spatial = nn.Parameter(torch.zeros(h, w, d_model))
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Args: x (B, N, D) tokens in t-major order, grid (t, h, w) with N = t*h*w."""
+        t, h, w = grid
+        pos_t = resize_table(self.temporal, t)[:, None, None, :]  # (t, 1, 1, D)
+        pos_hw = resize_grid_table(self.spatial, h, w)[None]  # (1, h, w, D)
+        pos = (pos_t + pos_hw).reshape(t * h * w, -1)  # (t, h, w, D) -> (N, D)
         return x + pos.to(x.dtype)
 
 

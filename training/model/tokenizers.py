@@ -26,12 +26,20 @@ def to_channels_first(video: torch.Tensor) -> torch.Tensor:
 
 
 class VideoTokenizer(nn.Module):
-    """Non-overlapping t x h x w x 3 voxels -> linear -> d (a Conv3d with kernel = stride)."""
+    """Non-overlapping t x h x w x 3 voxels -> linear -> d (a Conv3d with kernel = stride).
 
-    def __init__(self, patch: tuple[int, int, int], d_model: int):
+    With `frame_sampling` (ViViT's uniform frame sampling) the filter is 1 x h x w and reads
+    only the central frame (index t // 2) of every t-frame window: the token grid is the
+    tubelet one, and a central-frame-initialised tubelet filter computes the same tokens.
+    """
+
+    def __init__(self, patch: tuple[int, int, int], d_model: int, frame_sampling: bool = False):
         super().__init__()
         self.patch = tuple(patch)
-        self.proj = nn.Conv3d(3, d_model, kernel_size=self.patch, stride=self.patch)
+        pt, ph, pw = self.patch
+        self.frame_offset = pt // 2 if frame_sampling else 0
+        kernel = (1, ph, pw) if frame_sampling else self.patch
+        self.proj = nn.Conv3d(3, d_model, kernel_size=kernel, stride=self.patch)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Args: video (B, T, H, W, 3) or (B, 3, T, H, W). Returns tokens (B, N, D), grid."""
@@ -42,6 +50,8 @@ class VideoTokenizer(nn.Module):
                     f"video {axis}={size} is not a multiple of the voxel size {patch}; "
                     "crop or resize the input"
                 )
+        if self.frame_offset:
+            x = x[:, :, self.frame_offset :]  # the stride then picks frames t//2, t//2 + t, ...
         x = self.proj(x.to(self.proj.weight.dtype))  # (B, D, T', H', W')
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # (B, D, N) -> (B, N, D), N = T'*H'*W' (t-major)

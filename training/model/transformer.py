@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,19 +24,34 @@ class Attention(nn.Module):
         self.attn_dropout = attn_dropout
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (B, N, D); attn_bias broadcastable to (B, heads, N, N), float, additive."""
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args: x (B, N, D). Returns q, k, v, each (B, heads, N, head size)."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)  # (B,N,3,h,hs)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, hs)
+        return q, k, v
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, heads, N, head size) attention output. Returns proj(x) (B, N, D)."""
+        B, h, N, hs = x.shape
+        x = x.transpose(1, 2).reshape(B, N, h * hs)  # (B, N, h, hs) -> (B, N, D)
+        return self.proj_drop(self.proj(x))
+
+    @property
+    def dropout_p(self) -> float:
+        """Attention-probability dropout in effect now (none in eval)."""
+        return self.attn_dropout if self.training else 0.0
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x (B, N, D); attn_bias broadcastable to (B, heads, N, N), float, additive."""
+        q, k, v = self.split_heads(x)  # 3 x (B, h, N, hs)
         if attn_bias is not None:
             # SDPA wants a float mask in the query dtype (bf16 under autocast).
             attn_bias = attn_bias.to(q.dtype)
         x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_bias, dropout_p=self.attn_dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_bias, dropout_p=self.dropout_p
         )  # (B, h, N, hs)
-        x = x.transpose(1, 2).reshape(B, N, D)  # (B, N, h, hs) -> (B, N, D)
-        return self.proj_drop(self.proj(x))
+        return self.merge_heads(x)
 
 
 class Mlp(nn.Module):
@@ -66,16 +84,23 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of pre-LN blocks and a final LayerNorm; one per tower (or one shared, MA)."""
+    """A stack of pre-LN blocks and a final LayerNorm; one per tower (or one shared, MA).
 
-    def __init__(self, cfg: TransformerConfig):
+    `block` builds each layer from the config: `Block` (joint attention) by default, or a
+    factorised ViViT block (training/model/vivit.py) that takes the token grid instead of a bias.
+    """
+
+    def __init__(
+        self, cfg: TransformerConfig, block: Callable[[TransformerConfig], nn.Module] = Block
+    ):
         super().__init__()
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (B, N, D); attn_bias additive float, broadcastable to (B, heads, N, N).
+    def forward(self, x: torch.Tensor, *block_args: Any) -> torch.Tensor:
+        """Args: x (B, N, D); block_args go to every block: for `Block` an optional additive
+        float attn_bias broadcastable to (B, heads, N, N), for ViViT blocks the (t, s) grid.
 
         Returns (B, N, D).
         """
@@ -83,7 +108,12 @@ class Transformer(nn.Module):
         for block in self.blocks:
             if use_ckpt:
                 # use_reentrant=False: works with inputs that need no grad and with autocast.
-                x = checkpoint(block, x, attn_bias, use_reentrant=False)
+                x = checkpoint(block, x, *block_args, use_reentrant=False)
             else:
-                x = block(x, attn_bias)
+                x = block(x, *block_args)
         return self.norm(x)
+
+
+def prepend_token(token: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(1, 1, D) learnable token + (B, N, D) tokens -> (B, 1 + N, D)."""
+    return torch.cat([token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)

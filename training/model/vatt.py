@@ -1,6 +1,7 @@
 """The VATT module: per-modality embedders, transformer tower(s) and common-space heads.
 
-Knows nothing of distribution, IO or logging: batches in, embeddings out.
+Knows nothing of distribution, IO or logging: batches in, embeddings out. The video tower's
+encoder is VATT's joint transformer or a ViViT variant (training/model/vivit.py).
 
 Output names (`VATT.forward`):
     video_va  (B, d_va)     video in the video-audio space (NCE with audio_va)
@@ -15,36 +16,63 @@ import torch
 from torch import nn
 
 from training.model.config import ModelConfig
-from training.model.droptoken import DropToken
+from training.model.droptoken import DropToken, GridDropToken
 from training.model.heads import VideoHead, build_audio_head, build_text_head
-from training.model.positions import AudioPositions, RelativePositionBias, VideoPositions
+from training.model.positions import (
+    AudioPositions,
+    RelativePositionBias,
+    Spatial2dVideoPositions,
+    VideoPositions,
+)
 from training.model.tokenizers import AudioTokenizer, TextTokenizer, VideoTokenizer
-from training.model.transformer import Transformer
+from training.model.transformer import Transformer, prepend_token
+from training.model.vivit import build_video_backbone
 
 MODALITIES = ("video", "audio", "text")
 
 
-def _prepend(agg_token: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(1, 1, D) aggregation token + (B, N, D) tokens -> (B, 1 + N, D)."""
-    return torch.cat([agg_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-
-
 class VideoEmbed(nn.Module):
-    """Voxel tokenizer + factorised positions + DropToken + aggregation token."""
+    """Voxel (or frame-patch) tokenizer + positions + DropToken + aggregation token."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.video.d_model
-        self.tokenizer = VideoTokenizer(cfg.tokenizer.video_patch, d)
-        self.pos = VideoPositions(cfg.tokenizer.video_grid, d)
+        self.tokenizer = VideoTokenizer(
+            cfg.tokenizer.video_patch, d, frame_sampling=cfg.video_tokenization == "frame"
+        )
+        positions = (
+            VideoPositions if cfg.video_positions == "factorised" else Spatial2dVideoPositions
+        )
+        self.pos = positions(cfg.tokenizer.video_grid, d)
         self.agg_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.droptoken = DropToken(cfg.droptoken_rate)
+        unit = cfg.video_droptoken_unit
+        self.droptoken = (
+            DropToken(cfg.droptoken_rate)
+            if unit == "token"
+            else GridDropToken(cfg.droptoken_rate, unit)
+        )
+
+    def embed(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Args: video (B, T, H, W, 3) or (B, 3, T, H, W) in [-1, 1].
+
+        Returns tokens (B, 1 + N', D) and their grid (t', s'), N' = t' * s' kept tokens in
+        t-major order. After single-token DropToken the grid is (1, N'): no grid is left.
+        """
+        x, (t, h, w) = self.tokenizer(video)  # (B, N, D), N = t*h*w
+        x = self.pos(x, (t, h, w))
+        B, N, D = x.shape
+        if isinstance(self.droptoken, GridDropToken):
+            x = self.droptoken(x.reshape(B, t, h * w, D))  # (B, t', s', D)
+            grid = (x.shape[1], x.shape[2])
+            x = x.reshape(B, grid[0] * grid[1], D)  # (B, N', D)
+        else:
+            x = self.droptoken(x)  # (B, N', D), N' = N in eval
+            grid = (t, h * w) if x.shape[1] == N else (1, x.shape[1])
+        return prepend_token(self.agg_token, x), grid  # (B, 1 + N', D)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Args: video (B, T, H, W, 3) or (B, 3, T, H, W) in [-1, 1]. Returns (B, 1 + N', D)."""
-        x, grid = self.tokenizer(video)  # (B, N, D), N = t*h*w
-        x = self.droptoken(self.pos(x, grid))  # (B, N', D), N' = N in eval
-        return _prepend(self.agg_token, x)  # (B, 1 + N', D)
+        return self.embed(video)[0]
 
 
 class AudioEmbed(nn.Module):
@@ -61,7 +89,7 @@ class AudioEmbed(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Args: audio (B, S) in [-1, 1]. Returns (B, 1 + N', D)."""
         x = self.droptoken(self.pos(self.tokenizer(audio)))  # (B, N', D)
-        return _prepend(self.agg_token, x)  # (B, 1 + N', D)
+        return prepend_token(self.agg_token, x)  # (B, 1 + N', D)
 
 
 class TextEmbed(nn.Module):
@@ -81,7 +109,7 @@ class TextEmbed(nn.Module):
 
         Returns tokens (B, 1 + L, D) and the attention bias (B, h, 1 + L, 1 + L).
         """
-        x = _prepend(self.agg_token, self.tokenizer(text_ids))  # (B, 1 + L, D)
+        x = prepend_token(self.agg_token, self.tokenizer(text_ids))  # (B, 1 + L, D)
         B, N, _ = x.shape
         # Padding keys get -inf; the aggregation token is always a valid key, so no row of the
         # softmax is empty (no NaN), even for all-padding captions (AudioSet examples).
@@ -107,7 +135,13 @@ class VATT(nn.Module):
             # MA: one transformer; only embedders and heads are per modality.
             self.backbones = nn.ModuleDict({"shared": Transformer(cfg.video)})
         else:
-            self.backbones = nn.ModuleDict({m: Transformer(getattr(cfg, m)) for m in MODALITIES})
+            self.backbones = nn.ModuleDict(
+                {
+                    "video": build_video_backbone(cfg),
+                    "audio": Transformer(cfg.audio),
+                    "text": Transformer(cfg.text),
+                }
+            )
         self.video_head = VideoHead(cfg.video.d_model, cfg.head)
         self.audio_head = build_audio_head(cfg.audio.d_model, cfg.head)
         self.text_head = build_text_head(cfg.text.d_model, cfg.head)
@@ -117,14 +151,18 @@ class VATT(nn.Module):
         for table in (*self.video_embed.pos.parameters(), self.audio_embed.pos.table):
             nn.init.trunc_normal_(table, std=0.02)
 
-    def backbone(self, modality: str) -> Transformer:
+    def backbone(self, modality: str) -> nn.Module:
         """The transformer that encodes `modality` (the same module for all three in MA)."""
         return self.backbones["shared" if self.cfg.shared_backbone else modality]
 
     # ---- features: aggregation-token outputs of each tower ----
     def video_features(self, video: torch.Tensor) -> torch.Tensor:
         """Args: video (B, T, H, W, 3) or (B, 3, T, H, W). Returns (B, D_video)."""
-        return self.backbone("video")(self.video_embed(video))[:, 0]  # (B, 1+N, D) -> (B, D)
+        x, grid = self.video_embed.embed(video)  # (B, 1+N, D), (t, s)
+        backbone = self.backbone("video")
+        # Factorised ViViT backbones need the (t, s) grid; the joint one sees a set of tokens.
+        x = backbone(x) if self.cfg.video_backbone == "joint" else backbone(x, grid)
+        return x[:, 0]  # (B, 1+N, D) (Model 2: (B, 1+t, D)) -> (B, D)
 
     def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
         """Args: audio (B, S). Returns (B, D_audio)."""

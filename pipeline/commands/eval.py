@@ -1,0 +1,271 @@
+"""`vatt eval retrieval|linear-probe`: zero-shot retrieval and linear probes of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import UsageError
+
+RETRIEVAL_EPILOG = """\
+examples:
+  vatt eval retrieval --model runs/vatt --benchmark msrvtt \\
+      --csv data/msrvtt/msrvtt_test.csv --videos data/msrvtt/videos --out eval/msrvtt
+  vatt eval retrieval --model exported/vatt --benchmark youcook2 \\
+      --csv youcookii_val.csv --videos youcook2/videos --out eval/yc2 --compare-untrained
+
+outputs in OUT: report.json (metrics both ways, recall@K curves, per-item errors),
+recall.png, embeddings/videos.parquet and embeddings/texts.parquet (l2-normalised z_vt
+vectors with their keys, for reuse, e.g. search).
+"""
+
+PROBE_EPILOG = """\
+examples:
+  vatt eval linear-probe --model runs/vatt --dataset ucf101 \\
+      --splits-dir ucfTrainTestlist --videos UCF-101 --splits 1,2,3 --out eval/ucf
+  vatt eval linear-probe --model exported/vatt --dataset esc50 \\
+      --esc50-csv ESC-50/meta/esc50.csv --audio ESC-50/audio --out eval/esc50
+
+UCF101/HMDB51: classInd.txt, trainlist0N.txt, testlist0N.txt in --splits-dir, videos under
+--videos/<Class>/. ESC-50: esc50.csv (filename, fold, target, category) and the wav folder;
+each fold is tested with a probe trained on the other four. outputs: report.json, probe.png.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, help="export folder, checkpoint folder or training run folder"
+    )
+    p.add_argument("--out", required=True, help="output folder (report.json, PNG, ...)")
+    p.add_argument("--windows", type=int, default=4, help="windows per item (default 4)")
+    p.add_argument("--clip-seconds", type=float, default=3.2, help="window length (3.2)")
+    p.add_argument("--size", type=int, help="video crop side (default: the model's trained size)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per model call (16)")
+    p.add_argument(
+        "--compare-untrained",
+        action="store_true",
+        help="also score the same architecture untrained (the baseline to beat)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the untrained baseline and probes")
+    p.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded local Ray)"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="zero-shot retrieval (MSR-VTT, YouCook2) and linear probes (UCF101, HMDB51, ESC-50)",
+        description=(
+            "Evaluate a trained VATT. Windows are decoded with ffmpeg and embedded by Ray Data "
+            "actors (one per GPU, or a CPU actor); bad items are listed in the report and the "
+            "rest is scored."
+        ),
+    )
+    # parser_class=type(p): nested parsers keep the CLI's one-line errors (exit 2).
+    evals = p.add_subparsers(
+        dest="eval_command", metavar="EVALUATION", required=True, parser_class=type(p)
+    )
+    r = evals.add_parser(
+        "retrieval",
+        help="zero-shot text<->video retrieval: R@1/5/10, median rank",
+        description=(
+            "Zero-shot text->video and video->text retrieval: 4 uniformly spaced windows per "
+            "video (or per YouCook2 segment), centre crop, z_v,vt averaged then l2-normalised, "
+            "cosine similarity with the l2-normalised sentence embeddings."
+        ),
+        epilog=RETRIEVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(r)
+    r.add_argument("--benchmark", required=True, choices=("msrvtt", "youcook2"))
+    r.add_argument(
+        "--csv",
+        required=True,
+        help="MSR-VTT 1k-A CSV (key,vid_key,video_id,sentence) or YouCook2 "
+        "(end,start,task,text,video_id)",
+    )
+    r.add_argument("--videos", required=True, help="folder with <video_id>.mp4")
+    r.add_argument("--tokenizer", help="caption tokenizer.json (default: the model's)")
+    r.add_argument("--max-words", type=int, default=16, help="words per sentence (16)")
+    r.set_defaults(func=run_retrieval)
+
+    lp = evals.add_parser(
+        "linear-probe",
+        help="linear probes on frozen video/audio features (low-rank classifier, SVM)",
+        description=(
+            "Frozen tower features (the aggregation token) of every window; the paper's "
+            "low-rank classifier C = UV (n = 128, a random 10%% of components per step, Adam "
+            "5e-4) and scikit-learn's linear SVM, fit on training windows, tested by "
+            "window-averaged logits; top-1 accuracy per split or fold."
+        ),
+        epilog=PROBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(lp)
+    lp.add_argument("--dataset", required=True, choices=("ucf101", "hmdb51", "esc50"))
+    lp.add_argument("--splits-dir", help="UCF101/HMDB51: folder with classInd.txt and lists")
+    lp.add_argument("--videos", help="UCF101/HMDB51: video root (<Class>/<file>)")
+    lp.add_argument("--splits", default="1", help="UCF101/HMDB51 splits, e.g. 1,2,3 (1)")
+    lp.add_argument("--esc50-csv", help="ESC-50: meta/esc50.csv")
+    lp.add_argument("--audio", help="ESC-50: the audio folder")
+    lp.add_argument("--folds", default="1,2,3,4,5", help="ESC-50 test folds (1,2,3,4,5)")
+    lp.add_argument(
+        "--classifier",
+        default="low_rank,svm",
+        help="comma-separated: low_rank, svm (both)",
+    )
+    lp.add_argument("--probe-steps", type=int, default=2000, help="low-rank Adam steps (2000)")
+    lp.set_defaults(func=run_probe)
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{flag}={text!r}: give comma-separated integers, e.g. 1,2,3") from None
+    if not values:
+        raise UsageError(f"{flag} is empty")
+    return values
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if args.windows < 1 or args.batch_size < 1 or args.clip_seconds <= 0:
+        raise UsageError("--windows and --batch-size must be >= 1, --clip-seconds > 0")
+    if not Path(args.model).exists():
+        raise UsageError(f"--model {args.model}: not found")
+
+
+def _load(args: argparse.Namespace):
+    from pipeline.evaluation.models import load_models
+    from training.checkpoint import CheckpointError
+
+    try:
+        return load_models(args.model, untrained=args.compare_untrained, seed=args.seed)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--model {args.model}: {e}") from None
+
+
+def _start_ray(args: argparse.Namespace, what: str) -> None:
+    from pipeline.ray_runtime import init_ray
+
+    where = init_ray(args.address, args.num_cpus)
+    print(f"vatt eval {what} on {where}", file=sys.stderr)
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import report as rep
+    from pipeline.evaluation.retrieval import load_benchmark, save_embeddings, score
+    from preprocessing.vocab import load_tokenizer
+
+    _check_common(args)
+    for flag, path in (("--csv", args.csv), ("--videos", args.videos)):
+        if not Path(path).exists():
+            raise UsageError(f"{flag} {path}: not found")
+    try:
+        bench = load_benchmark(args.benchmark, args.csv, args.videos)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    models = _load(args)
+    tok_path = args.tokenizer or models[0].tokenizer
+    if not tok_path:
+        raise UsageError("no caption tokenizer found with the model: pass --tokenizer")
+    try:
+        tokenizer = load_tokenizer(tok_path)
+    except Exception as e:  # tokenizers raises a bare Exception on a bad file
+        raise UsageError(f"--tokenizer {tok_path}: cannot load: {e}") from None
+    _start_ray(args, f"retrieval ({args.benchmark})")
+    began = time.perf_counter()
+    out = Path(args.out)
+    report = {"benchmark": args.benchmark, "csv": str(args.csv), "models": []}
+    for loaded in models:
+        try:
+            result, video, text_emb, keys = score(
+                loaded.model,
+                bench,
+                tokenizer,
+                num_windows=args.windows,
+                clip_seconds=args.clip_seconds,
+                max_words=args.max_words,
+                size=args.size,
+                batch_size=args.batch_size,
+                label=loaded.label,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        result["model"] = loaded.source
+        if loaded.label == "trained":
+            result["embeddings"] = save_embeddings(out / "embeddings", bench, video, text_emb, keys)
+        report["models"].append(result)
+    report["seconds"] = time.perf_counter() - began
+    rep.write_json(out / "report.json", report)
+    rep.print_retrieval(report)
+    print(f"  report      {out / 'report.json'}")
+    print(f"  plot        {rep.plot_recall(report, out / 'recall.png')}")
+    print(f"  embeddings  {out / 'embeddings'}")
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import report as rep
+    from pipeline.evaluation.probe import DATASETS, load_probe_data, run_probe
+    from training.probe import CLASSIFIERS, LowRankConfig
+
+    _check_common(args)
+    classifiers = tuple(c.strip() for c in args.classifier.split(",") if c.strip())
+    bad = [c for c in classifiers if c not in CLASSIFIERS]
+    if bad or not classifiers:
+        raise UsageError(f"--classifier {args.classifier}: choose from {', '.join(CLASSIFIERS)}")
+    if args.dataset == "esc50":
+        needed = (("--esc50-csv", args.esc50_csv), ("--audio", args.audio))
+    else:
+        needed = (("--splits-dir", args.splits_dir), ("--videos", args.videos))
+    for flag, path in needed:
+        if not path:
+            raise UsageError(f"{flag} is required for --dataset {args.dataset}")
+        if not Path(path).exists():
+            raise UsageError(f"{flag} {path}: not found")
+    try:
+        low_rank = LowRankConfig(steps=args.probe_steps, seed=args.seed)
+        data = load_probe_data(
+            args.dataset,
+            splits_dir=args.splits_dir,
+            videos_dir=args.videos,
+            splits=_int_list(args.splits, "--splits"),
+            esc50_csv=args.esc50_csv,
+            audio_dir=args.audio,
+            folds=_int_list(args.folds, "--folds"),
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    models = _load(args)
+    _start_ray(args, f"linear-probe ({args.dataset})")
+    began = time.perf_counter()
+    out = Path(args.out)
+    report = {"dataset": args.dataset, "modality": DATASETS[args.dataset], "models": []}
+    for loaded in models:
+        try:
+            result = run_probe(
+                loaded.model,
+                data,
+                classifiers=classifiers,
+                num_windows=args.windows,
+                clip_seconds=args.clip_seconds,
+                size=args.size,
+                batch_size=args.batch_size,
+                low_rank=low_rank,
+                label=loaded.label,
+            )
+        except ValueError as e:
+            raise UsageError(f"{args.dataset}: {e}") from None
+        result["model"] = loaded.source
+        report["models"].append(result)
+    report["seconds"] = time.perf_counter() - began
+    rep.write_json(out / "report.json", report)
+    rep.print_probe(report)
+    print(f"  report  {out / 'report.json'}")
+    print(f"  plot    {rep.plot_probe(report, out / 'probe.png')}")
+    return 0

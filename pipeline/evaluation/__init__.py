@@ -1,0 +1,1 @@
+"""Evaluation orchestration: Ray Data embedding extraction, retrieval, linear probes, reports."""

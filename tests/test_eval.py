@@ -1,0 +1,179 @@
+"""`vatt eval retrieval|linear-probe` on the sample corpus: Ray Data extraction, real ffmpeg,
+a pretrained debug model against an untrained one, and bad items that are reported, not fatal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import VATT
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def vatt_eval(*args: str) -> int:
+    """Run `vatt eval ...` in this process (it joins the session's Ray)."""
+    return main(["eval", *map(str, args)])
+
+
+def by_label(report: dict) -> dict[str, dict]:
+    return {m["label"]: m for m in report["models"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrieval
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def msrvtt_with_bad_items(sample_shards, tmp_path_factory) -> tuple[Path, Path]:
+    """The sample MSR-VTT set plus a missing video, an empty sentence and an undecodable file."""
+    root = tmp_path_factory.mktemp("msrvtt_bad")
+    videos = root / "videos"
+    shutil.copytree(sample_shards["msrvtt_videos"], videos)
+    (videos / "video9998.mp4").write_bytes(b"\x00" * 4096)  # not a video
+    with open(sample_shards["msrvtt_csv"], newline="") as f:
+        rows = list(csv.reader(f))
+    rows += [
+        ["bad0", "msr9997", "video9997", "a video that is not there"],
+        ["bad1", "msr9998", "video9998", "a file of zeros"],
+        ["bad2", "msr" + rows[1][2][5:], rows[1][2], "   "],
+    ]
+    path = root / "msrvtt_bad.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path, videos
+
+
+def test_retrieval_trained_beats_untrained_and_bad_items_are_reported(
+    trained_debug, msrvtt_with_bad_items, ray_local, tmp_path, capsys
+):
+    csv_path, videos = msrvtt_with_bad_items
+    out = tmp_path / "msrvtt"
+    code = vatt_eval(
+        "retrieval", "--model", trained_debug["export"], "--benchmark", "msrvtt",
+        "--csv", csv_path, "--videos", videos, "--out", out, "--compare-untrained",
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    models = by_label(report)
+    trained, untrained = models["trained"], models["untrained"]
+    # 8 good sentences scored; the three bad rows are named with their reason.
+    assert trained["num_texts"] == 11 and trained["num_scored"] == 8
+    assert trained["num_errors"] == 3
+    errors = "\n".join(trained["errors"])
+    assert "bad0: video" in errors and "not found" in errors
+    assert "bad2: empty sentence" in errors
+    assert "video9998" in errors  # undecodable
+    assert "3 item(s) not scored" in printed and "R@10" in printed
+    for m in (trained, untrained):
+        for d in ("t2v", "v2t"):
+            assert 0 <= m[d]["r1"] <= m[d]["r5"] <= m[d]["r10"] <= 1
+            assert 1 <= m[d]["medr"] <= trained["num_videos_scored"]
+    assert trained["t2v"]["r1"] > untrained["t2v"]["r1"]
+    assert trained["t2v"]["r1"] >= 2 * trained["chance_r1"]
+    assert (out / "recall.png").stat().st_size > 10_000
+    # Embeddings saved for reuse: one row per decoded video / scored text, unit length.
+    videos_pq = pq.read_table(out / "embeddings" / "videos.parquet").to_pydict()
+    texts_pq = pq.read_table(out / "embeddings" / "texts.parquet").to_pydict()
+    assert len(videos_pq["key"]) == trained["num_videos_scored"] == 8
+    assert len(texts_pq["key"]) == 8 and "bad2" not in texts_pq["key"]
+    norm = sum(v * v for v in texts_pq["embedding"][0]) ** 0.5
+    assert norm == pytest.approx(1.0, abs=1e-4)
+
+
+def test_youcook2_segments_are_scored(trained_debug, sample_shards, ray_local, tmp_path):
+    out = tmp_path / "yc2"
+    code = vatt_eval(
+        "retrieval", "--model", trained_debug["run"], "--benchmark", "youcook2",
+        "--csv", sample_shards["youcook2_csv"], "--videos", sample_shards["youcook2_videos"],
+        "--out", out, "--windows", "2",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    (trained,) = report["models"]
+    assert trained["model"]["kind"] == "checkpoint"
+    assert trained["num_scored"] == trained["num_texts"] > 0
+    assert trained["num_videos_scored"] == trained["num_texts"]  # one item per segment
+    assert trained["t2v"]["r1"] >= trained["chance_r1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear probes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_linear_probe_ucf_trained_beats_untrained(
+    trained_debug, sample_shards, ray_local, tmp_path
+):
+    root = sample_shards["ucf101_root"]
+    out = tmp_path / "ucf"
+    code = vatt_eval(
+        "linear-probe", "--model", trained_debug["export"], "--dataset", "ucf101",
+        "--splits-dir", root / "splits", "--videos", root / "videos", "--out", out,
+        "--compare-untrained", "--probe-steps", "300",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    models = by_label(report)
+    trained, untrained = models["trained"], models["untrained"]
+    assert set(trained["results"]) == {"split1"}
+    assert trained["num_scored"] == trained["num_items"] > 0 and trained["num_errors"] == 0
+    print("ucf101 probe trained", trained["mean"], "untrained", untrained["mean"])
+    # The paper's classifier must show the pretraining; both classifiers are reported.
+    assert trained["mean"]["low_rank"] > untrained["mean"]["low_rank"]
+    assert set(trained["mean"]) == {"low_rank", "svm"}
+    assert (out / "probe.png").stat().st_size > 10_000
+
+
+def test_linear_probe_esc50_folds_trained_beats_untrained(
+    trained_debug, sample_shards, ray_local, tmp_path
+):
+    out = tmp_path / "esc"
+    code = vatt_eval(
+        "linear-probe", "--model", trained_debug["export"], "--dataset", "esc50",
+        "--esc50-csv", sample_shards["esc50_csv"], "--audio", sample_shards["esc50_audio"],
+        "--out", out, "--compare-untrained", "--probe-steps", "300", "--classifier", "low_rank",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    trained, untrained = by_label(report)["trained"], by_label(report)["untrained"]
+    assert set(trained["results"]) == {f"fold{k}" for k in range(1, 6)}
+    for fold in trained["results"].values():
+        assert fold["low_rank"]["num_test"] > 0
+    assert trained["mean"]["low_rank"] > untrained["mean"]["low_rank"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad command lines: one line, exit 2, before Ray or a model is touched
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["retrieval", "--model", "nope", "--benchmark", "msrvtt", "--csv", "x", "--videos",
+          "y", "--out", "o"], "--model nope: not found"),
+        (["retrieval", "--model", ".", "--benchmark", "kinetics", "--csv", "x", "--videos",
+          "y", "--out", "o"], "invalid choice: 'kinetics'"),
+        (["linear-probe", "--model", ".", "--dataset", "esc50", "--out", "o"],
+         "--esc50-csv is required"),
+        (["linear-probe", "--model", ".", "--dataset", "ucf101", "--splits-dir", ".",
+          "--videos", ".", "--out", "o", "--classifier", "knn"], "--classifier knn"),
+        (["retrieval", "--model", "README.md", "--benchmark", "msrvtt", "--csv", "README.md",
+          "--videos", ".", "--out", "o"], "missing column"),
+    ],
+)  # fmt: skip
+def test_bad_command_lines_exit_2_with_one_line(args, message):
+    proc = subprocess.run([*VATT, "eval", *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

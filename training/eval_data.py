@@ -1,0 +1,398 @@
+"""Evaluation benchmarks in their own file formats -> labelled items; audio windows of a file.
+
+Owns the readers of the downstream sets (spec section 5) and the audio side of decoding:
+  read_ucf_split        UCF101 split files (classInd.txt, trainlist0N.txt, testlist0N.txt);
+                        HMDB51 converted to the same files reads the same way
+  read_esc50            ESC-50 meta/esc50.csv (filename, fold, target, category, ...)
+  esc50_fold            one fold of the 5-fold protocol: test = that fold, train = the rest
+  read_youcook2         YouCook2 validation CSV (end, start, task, text, video_id): segments
+                        of longer videos
+  decode_audio_windows  one file -> `num_windows` uniformly spaced mono windows
+MSR-VTT (`read_msrvtt`) and the video windows of a file or of a [start, end] segment
+(`decode_windows`) live in training.retrieval and are re-exported here, so one import gives
+every benchmark reader.
+
+A bad row (unknown class, missing file, empty text, a number that is not one) becomes one
+"file:line: reason" error and is skipped, so the rest is still evaluated; an unreadable list
+file, or one with no usable row, raises ValueError naming it. Plain Python + ffmpeg: no Ray,
+no model.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.decode import DecodeError, decode_audio
+from training.augment import audio_to_float
+from training.retrieval import (
+    RetrievalItem,
+    VideoDecodeError,
+    decode_windows,
+    read_msrvtt,
+    window_starts,
+)
+
+ESC50_REQUIRED = ("filename", "fold", "target", "category")
+YOUCOOK2_REQUIRED = ("start", "end", "text", "video_id")  # `task` is kept when present
+# YouCook2 downloads come in whatever container YouTube served.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
+# decode_audio always passes -t; this many seconds means "to the end of the file".
+_TO_THE_END_S = 1e7
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """One labelled file of a classification set."""
+
+    key: str  # the name in the list file: "ApplyEyeMakeup/v_..._g08_c01.avi", "1-100032-A-0.wav"
+    path: Path  # absolute
+    label: int  # index into the set's `classes`
+
+
+@dataclass(frozen=True)
+class ClassificationSet:
+    """A train/test split of a classification benchmark (one UCF101 split, one ESC-50 fold)."""
+
+    classes: list[str]
+    train: list[LabelledItem]
+    test: list[LabelledItem]
+    errors: list[str]  # one "file:line: reason" per skipped list entry
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One annotated segment of a longer video (a YouCook2 row)."""
+
+    key: str  # "<video_id>_<start>_<end>": names the segment in errors and reports
+    video_id: str
+    path: Path  # absolute
+    start: float  # seconds
+    end: float
+    text: str
+    task: str = ""  # the recipe id, as written
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    """Lines of a small text list (CRLF or LF); ValueError naming the file when unreadable."""
+    try:
+        # utf-8-sig: a list saved by a Windows tool may start with a byte-order mark.
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: the {what} is not UTF-8 text: {e.reason}") from None
+
+
+def _read_csv(path: Path, required: tuple[str, ...], what: str) -> list[dict[str, str]]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing column(s) {', '.join(missing)} "
+                    f"(the {what} needs {', '.join(required)})"
+                )
+            return list(reader)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what}: {e.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: the {what} is not a readable UTF-8 CSV: {e}") from None
+
+
+def _no_usable(path: Path, errors: list[str]) -> ValueError:
+    first = "; ".join(errors[:3]) or "no entries"
+    return ValueError(f"{path}: no usable entries ({first})")
+
+
+# ---------------------------------------------------------------------------------------------
+# UCF101 / HMDB51 split files
+# ---------------------------------------------------------------------------------------------
+
+
+def read_class_index(path: str | Path) -> tuple[list[str], dict[int, str], list[str]]:
+    """UCF101 `classInd.txt` ("1 ApplyEyeMakeup" per line).
+
+    Returns (classes in index order, {file index: class}, errors); labels are positions in
+    `classes` (= file index - 1 for the real, dense files)."""
+    path = Path(path)
+    by_index: dict[int, str] = {}
+    errors: list[str] = []
+    for n, line in enumerate(_read_lines(path, "class index"), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            errors.append(f"{path.name}:{n}: expected '<index> <ClassName>', got {line.strip()!r}")
+        elif int(parts[0]) in by_index or parts[1] in by_index.values():
+            errors.append(f"{path.name}:{n}: class {parts[1]!r} / index {parts[0]} listed twice")
+        else:
+            by_index[int(parts[0])] = parts[1]
+    if not by_index:
+        raise _no_usable(path, errors)
+    return [by_index[i] for i in sorted(by_index)], by_index, errors
+
+
+def _read_ucf_list(
+    path: Path,
+    videos_dir: Path,
+    label_of: dict[str, int],
+    by_index: dict[int, str],
+    errors: list[str],
+) -> list[LabelledItem]:
+    """A trainlist ("Class/v_x.avi 1") or testlist ("Class/v_x.avi"): the class is the folder
+    name; a label number, when given, must name the same class."""
+    items: list[LabelledItem] = []
+    seen: set[str] = set()
+    for n, line in enumerate(_read_lines(path, "split list"), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{path.name}:{n}"
+        rel = parts[0]
+        cls = rel.split("/")[0] if "/" in rel else None
+        if len(parts) > 2 or cls is None:
+            errors.append(f"{where}: expected '<Class>/<file> [label]', got {line.strip()!r}")
+            continue
+        if cls not in label_of:
+            errors.append(f"{where}: unknown class {cls!r} (not in classInd.txt)")
+            continue
+        if len(parts) == 2:
+            number = int(parts[1]) if parts[1].isdigit() else None
+            if number not in by_index:
+                errors.append(f"{where}: label {parts[1]!r} is not an index of classInd.txt")
+                continue
+            if by_index[number] != cls:
+                errors.append(
+                    f"{where}: label {number} is {by_index[number]!r}, the folder {cls!r}"
+                )
+                continue
+        if rel in seen:
+            errors.append(f"{where}: {rel} listed twice")
+            continue
+        file = (videos_dir / rel).absolute()
+        if not file.is_file():
+            errors.append(f"{where}: video {file} not found")
+            continue
+        seen.add(rel)
+        items.append(LabelledItem(rel, file, label_of[cls]))
+    return items
+
+
+def read_ucf_split(
+    split_dir: str | Path, videos_dir: str | Path, split: int = 1
+) -> ClassificationSet:
+    """UCF101-format split `split`: `split_dir`/classInd.txt, trainlist0<split>.txt and
+    testlist0<split>.txt, files under `videos_dir`/<Class>/.
+
+    Unknown class names, label numbers that disagree with the folder, malformed lines and
+    missing files become errors and are skipped. Raises ValueError (naming the file) when a
+    list is unreadable or has no usable entry."""
+    split_dir, videos_dir = Path(split_dir), Path(videos_dir)
+    if split < 1:
+        raise ValueError(f"split={split}: UCF101-style splits are numbered from 1")
+    classes, by_index, errors = read_class_index(split_dir / "classInd.txt")
+    label_of = {c: i for i, c in enumerate(classes)}
+    lists = {}
+    for part in ("train", "test"):
+        path = split_dir / f"{part}list{split:02d}.txt"
+        before = len(errors)
+        lists[part] = _read_ucf_list(path, videos_dir, label_of, by_index, errors)
+        if not lists[part]:
+            raise _no_usable(path, errors[before:])
+    return ClassificationSet(classes, lists["train"], lists["test"], errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# ESC-50
+# ---------------------------------------------------------------------------------------------
+
+
+def read_esc50(
+    csv_path: str | Path, audio_dir: str | Path
+) -> tuple[list[str], list[tuple[LabelledItem, int]], list[str]]:
+    """ESC-50 `esc50.csv` with files `audio_dir`/<filename>.
+
+    Returns (classes ordered by target, [(item, fold)], errors). Labels are positions in
+    `classes`, i.e. the target itself for the real file (targets 0..49). Rows with a missing
+    file, an empty category, a fold or target that is not a whole number, or a target whose
+    category disagrees with an earlier row are errors."""
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    rows = _read_csv(csv_path, ESC50_REQUIRED, "ESC-50 metadata")
+    category_of: dict[int, str] = {}
+    good: list[tuple[str, Path, int, int]] = []
+    errors: list[str] = []
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{csv_path.name}:{n}"
+        name = (row.get("filename") or "").strip()
+        fold, target = ((row.get(k) or "").strip() for k in ("fold", "target"))
+        category = (row.get("category") or "").strip()
+        if not name:
+            errors.append(f"{where}: empty filename")
+        elif not fold.isdigit() or int(fold) < 1:
+            errors.append(f"{where}: {name}: fold {fold!r} is not a number >= 1")
+        elif not target.isdigit():
+            errors.append(f"{where}: {name}: target {target!r} is not a number >= 0")
+        elif not category:
+            errors.append(f"{where}: {name}: empty category")
+        elif category_of.setdefault(int(target), category) != category:
+            errors.append(
+                f"{where}: {name}: target {target} is {category_of[int(target)]!r} "
+                f"on an earlier row, {category!r} here"
+            )
+        elif not (audio_dir / name).is_file():
+            errors.append(f"{where}: audio {(audio_dir / name).absolute()} not found")
+        else:
+            good.append((name, (audio_dir / name).absolute(), int(target), int(fold)))
+    if not good:
+        raise _no_usable(csv_path, errors)
+    targets = sorted({t for _, _, t, _ in good})
+    label_of = {t: i for i, t in enumerate(targets)}
+    classes = [category_of[t] for t in targets]
+    items = [(LabelledItem(name, path, label_of[t]), fold) for name, path, t, fold in good]
+    return classes, items, errors
+
+
+def esc50_fold(
+    classes: list[str], items: list[tuple[LabelledItem, int]], fold: int
+) -> ClassificationSet:
+    """Fold `fold` of the cross-validation protocol: test on it, train on every other fold.
+
+    Raises ValueError when the fold or the rest is empty (naming the folds there are)."""
+    test = [item for item, f in items if f == fold]
+    train = [item for item, f in items if f != fold]
+    if not test or not train:
+        present = ", ".join(map(str, sorted({f for _, f in items})))
+        raise ValueError(f"fold {fold}: leaves no test or no training items (folds: {present})")
+    return ClassificationSet(list(classes), train, test, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# YouCook2
+# ---------------------------------------------------------------------------------------------
+
+
+def _find_video(videos_dir: Path, video_id: str) -> Path | None:
+    for ext in VIDEO_EXTENSIONS:
+        path = videos_dir / f"{video_id}{ext}"
+        if path.is_file():
+            return path.absolute()
+    return None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def read_youcook2(csv_path: str | Path, videos_dir: str | Path) -> tuple[list[Segment], list[str]]:
+    """YouCook2 validation CSV (`end,start,task,text,video_id`), one row per segment, with
+    videos `videos_dir`/<video_id>.{mp4,mkv,webm,avi}.
+
+    Returns (segments in CSV order, errors): rows with an empty text, a bad or empty
+    [start, end], a missing video or a repeated segment are errors. Raises ValueError
+    (naming the file) when the CSV is unreadable, lacks a column or has no usable row."""
+    csv_path, videos_dir = Path(csv_path), Path(videos_dir)
+    rows = _read_csv(csv_path, YOUCOOK2_REQUIRED, "YouCook2 CSV")
+    segments: list[Segment] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for n, row in enumerate(rows, start=2):
+        where = f"{csv_path.name}:{n}"
+        video_id = (row.get("video_id") or "").strip()
+        text = " ".join((row.get("text") or "").split())
+        start, end = (_seconds((row.get(k) or "").strip()) for k in ("start", "end"))
+        if not video_id:
+            errors.append(f"{where}: empty video_id")
+            continue
+        key = f"{video_id}_{row.get('start', '').strip()}_{row.get('end', '').strip()}"
+        path = _find_video(videos_dir, video_id)
+        if start is None or end is None or not 0 <= start < end:
+            errors.append(f"{where}: {key}: bad segment start={row['start']!r} end={row['end']!r}")
+        elif not text:
+            errors.append(f"{where}: {key}: empty text")
+        elif key in seen:
+            errors.append(f"{where}: {key}: segment listed twice")
+        elif path is None:
+            errors.append(f"{where}: {key}: video {videos_dir.absolute() / video_id}.* not found")
+        else:
+            seen.add(key)
+            task = (row.get("task") or "").strip()
+            segments.append(Segment(key, video_id, path, start, end, text, task))
+    if not segments:
+        raise _no_usable(csv_path, errors)
+    return segments, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio windows
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_audio_windows(
+    path: str | Path,
+    *,
+    samples: int,
+    rate: int,
+    num_windows: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """`num_windows` uniformly spaced windows of `samples` samples of a file's audio (or of
+    its [start, end] seconds), mono and resampled to `rate` by ffmpeg.
+
+    Spaced like the video windows (`window_starts`: first at the start, last at the end);
+    audio shorter than a window is padded with silence, as the training loader does.
+    Returns float32 (num_windows, samples) in [-1, 1]. Raises VideoDecodeError with a
+    one-line reason (missing file, no audio stream, nothing decoded)."""
+    path = Path(path)
+    if samples < 1 or rate < 1 or num_windows < 1:
+        raise ValueError(f"samples={samples}, rate={rate}, num_windows={num_windows} must be >= 1")
+    if not path.is_file():
+        raise VideoDecodeError(f"{path} not found")
+    lo = start or 0.0
+    hi = _TO_THE_END_S if end is None else end
+    if not 0.0 <= lo < hi:
+        raise VideoDecodeError(f"segment [{lo:g}, {hi:g}] s is empty or negative")
+    try:
+        pcm = decode_audio(str(path), lo, hi - lo, rate)  # int16 [S]
+    except DecodeError as e:
+        reason = str(e)
+        # ffmpeg's last stderr line for a file without audio is about its stream map.
+        if any(s in reason for s in ("matches no streams", "trailing '?'", "any stream")):
+            reason = "no audio stream"
+        raise VideoDecodeError(reason) from None
+    if len(pcm) == 0:
+        raise VideoDecodeError(
+            "no audio decoded" + ("" if end is None else f" in [{lo:g}, {hi:g}] s")
+        )
+    wave = audio_to_float(pcm).numpy()  # float32 [S]
+    if len(wave) < samples:  # shorter than a window: silence after its end
+        wave = np.concatenate([wave, np.zeros(samples - len(wave), np.float32)])
+    starts = window_starts(len(wave), samples, num_windows)
+    index = np.add.outer(starts, np.arange(samples))  # [W, samples]
+    return wave[index]  # [W, samples]
+
+
+__all__ = [
+    "ClassificationSet",
+    "LabelledItem",
+    "RetrievalItem",
+    "Segment",
+    "VideoDecodeError",
+    "decode_audio_windows",
+    "decode_windows",
+    "esc50_fold",
+    "read_class_index",
+    "read_esc50",
+    "read_msrvtt",
+    "read_ucf_split",
+    "read_youcook2",
+]
