@@ -7,7 +7,7 @@ export PIP_CONSTRAINT := $(CURDIR)/$(VENV)/constraints.txt
 export DS_ACCELERATOR := cpu
 export PYTHONPATH := $(CURDIR)
 # Hard ceiling so a Ray resource deadlock fails the run instead of hanging CI.
-TEST_TIMEOUT ?= 2400
+TEST_TIMEOUT ?= 3600
 DEMO_OUT ?= demo_out
 
 .PHONY: install demo sweep-demo test lint format bench clean help

@@ -148,6 +148,18 @@ def copy_tree(src: str, dst: str, include: Callable[[str], bool] | None = None) 
     return copied
 
 
+def local_mirror(uri: str, kind: str, label: str) -> str:
+    """A local folder standing in for folder `uri` where a writer needs a filesystem (CSV
+    appends, TensorBoard, plots): `uri` itself when it is a plain path, else
+    `$TMPDIR/vatt-<kind>/<label>-<hash of uri>`, stable so a rerun finds the same folder."""
+    if not is_uri(uri):
+        return uri
+    import hashlib
+
+    tag = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    return os.path.join(tempfile.gettempdir(), f"vatt-{kind}", f"{label}-{tag}")
+
+
 @contextlib.contextmanager
 def local_copy(path: str):
     """A local file with the content of `path`: the path itself, or a temporary download of

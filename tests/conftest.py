@@ -1,4 +1,4 @@
-"""Shared fixtures: one embedded Ray per test session, and small real media files made by ffmpeg."""
+"""Shared fixtures: an embedded Ray per test module, and small real media files made by ffmpeg."""
 
 from __future__ import annotations
 
@@ -19,17 +19,35 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 VATT = [sys.executable, "-m", "pipeline"]
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """An embedded 2-CPU Ray on 127.0.0.1 shared by the whole session. With the dashboard:
-    Ray Train's placement-group cleaner asks its State API (shared/notes/platform.md)."""
+def start_ray():
+    """The embedded 2-CPU Ray on 127.0.0.1 that in-process tests use (started once per test
+    module, see below). With the dashboard: Ray Train's placement-group cleaner asks its
+    State API (shared/notes/platform.md)."""
     import ray
 
     from pipeline.ray_runtime import init_ray
 
     init_ray(num_cpus=2, dashboard=True)
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    return start_ray()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_ray_per_module():
+    """Each test module gets its own Ray, shut down after it. In one Ray shared by the whole
+    session, the first `TorchTrainer.fit()` of test_trainer.py hung every time (5 of 5 full
+    runs; never when run alone or with fewer modules before it): the driver never heard that
+    the TrainController actor was ALIVE, so `TrainController.run` stayed in
+    PENDING_NODE_ASSIGNMENT. A fresh driver per module costs ~10 s and has not hung."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def ffmpeg(*args: str) -> None:
@@ -73,7 +91,7 @@ def make_clip(
 
 
 @pytest.fixture(scope="session")
-def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
+def sample_shards(tmp_path_factory) -> dict[str, Path]:
     """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos;
     UCF101-style 3 groups x 8 classes, ESC-50-style 5 x 8 sounds, 4 YouCook2-style videos)
     preprocessed once per session into real shards (short side 96 to keep it quick).
@@ -85,6 +103,7 @@ def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
     from preprocessing.jobs import run_preprocess
     from preprocessing.sample_corpus import SampleCorpusConfig, generate_sample_corpus
 
+    start_ray()
     root = tmp_path_factory.mktemp("sample_shards")
     corpus = root / "corpus"
     generate_sample_corpus(
@@ -125,7 +144,7 @@ def sample_shards(tmp_path_factory, ray_local) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def trained_debug(sample_shards, ray_local, tmp_path_factory) -> dict[str, Path]:
+def trained_debug(sample_shards, tmp_path_factory) -> dict[str, Path]:
     """The `debug` preset pretrained on the session's sample shards (2 workers, ZeRO-2),
     exported once; the evaluation and fine-tuning tests compare it with an untrained model.
 
@@ -134,6 +153,7 @@ def trained_debug(sample_shards, ray_local, tmp_path_factory) -> dict[str, Path]
     from training.checkpoint import export_weights, find_latest_checkpoint
     from training.trainer import run_training
 
+    start_ray()
     root = tmp_path_factory.mktemp("trained_debug")
     cfg = build_config(
         "debug",

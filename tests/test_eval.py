@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def vatt_eval(*args: str) -> int:
-    """Run `vatt eval ...` in this process (it joins the session's Ray)."""
+    """Run `vatt eval ...` in this process (it joins the module's Ray)."""
     return main(["eval", *map(str, args)])
 
 

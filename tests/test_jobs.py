@@ -67,11 +67,22 @@ def stop_head(temp_dir: Path) -> None:
 def head(tmp_path_factory):
     temp_dir = Path(f"/tmp/vatt-test-head-{os.getpid()}")  # short: Ray's socket paths
     port, dash = free_port(), free_port()
+    # Every port of its own: the session's embedded Ray already holds the defaults (its
+    # dashboard agent's 52365 among them), and a head whose agent cannot bind answers every
+    # submission with "No available agent to submit job".
+    own_ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+            "metrics-export-port", "ray-client-server-port",
+        )
+    ]  # fmt: skip
     subprocess.run(
         [
             RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
             "--num-cpus", "2", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dash), "--temp-dir", str(temp_dir), "--disable-usage-stats",
+            *own_ports,
         ],
         env=head_env(),
         check=True,

@@ -203,7 +203,9 @@ def test_two_rank_gloo_loss_and_grads_equal_single_process():
     single_loss = total_loss(single, LossConfig(), text_mask=text_mask)["loss"]
     single_loss.backward()
 
-    manager = mp.Manager()
+    # A spawned manager, not a forked one: forking the pytest process copies whatever
+    # threads it holds (an embedded Ray driver's among them) into the manager's server.
+    manager = mp.get_context("spawn").Manager()
     results = manager.dict()
     mp.spawn(
         _worker,

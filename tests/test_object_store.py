@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import VATT, make_howto_corpus
 
 from preprocessing import storage
@@ -229,3 +230,60 @@ def test_a_truncated_checkpoint_on_s3_is_skipped(s3, s3_run):
     latest, skipped = find_latest_checkpoint(broken)
     assert latest == f"{broken}/checkpoint_000000002"
     assert [s for s, _ in skipped] == [newest]
+
+
+@pytest.fixture(scope="module")
+def s3_sweep(s3, shards, tmp_path_factory):
+    """`vatt tune` with its storage on S3: two 2-step trials (a grid over tau, the training
+    loss as objective), then the same command again, which restores the finished sweep."""
+    root = tmp_path_factory.mktemp("sweep_cwd")
+    sweep = {
+        "name": "s3sweep",
+        "storage": f"{s3}/sweeps",
+        "train_config": "debug",
+        "train_overrides": {
+            "data.howto100m": shards[0],
+            "data.audioset": "",
+            "eval.msrvtt_csv": "",
+            "eval.msrvtt_videos": "",
+            "deepspeed.micro_batch": 2,
+            "data.shuffle_buffer": 4,
+            "scaling.cpus_per_worker": 0.5,
+            "max_steps": 2,
+            "checkpoint.every_steps": 2,
+            "log_every": 1,
+        },
+        "space": {"loss.tau": {"grid": [0.05, 0.1]}},
+        "objective": {"metric": "loss"},
+        "scheduler": {"kind": "fifo"},
+    }
+    config = root / "sweep.yaml"
+    config.write_text(yaml.safe_dump(sweep))
+    first = vatt("tune", "--config", str(config), "--num-cpus", "2", cwd=root)
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = vatt("tune", "--config", str(config), "--num-cpus", "2", cwd=root)
+    return f"{s3}/sweeps/s3sweep", first, again, root
+
+
+def test_a_sweep_keeps_its_state_trials_and_report_on_s3(s3_sweep):
+    sweep, first, again, cwd = s3_sweep
+    rows = read_csv(f"{sweep}/results.csv")
+    assert sorted(float(r["loss.tau"]) for r in rows) == [0.05, 0.1]
+    assert {r["status"] for r in rows} == {"done"}
+    for r in rows:
+        # Each trial's Train run, with its checkpoint, lives under the sweep on S3.
+        assert r["train_run"] == f"{sweep}/trials/{r['trial_id']}"
+        ok, reason = validate_checkpoint(f"{r['train_run']}/checkpoint_000000002")
+        assert ok, reason
+    # Tune's own experiment state is on S3 too: that is what a restore reads.
+    assert storage.list_files(sweep, ".json"), "no Tune experiment state on S3"
+    names = {u.split("/")[-1] for u in storage.list_files(f"{sweep}/plots", ".png")}
+    assert names == {"objective_vs_loss_tau.png", "learning_curves.png"}
+    best = yaml.safe_load(storage.read_text(f"{sweep}/best.yaml"))
+    assert best["name"] == "s3sweep-best" and best["data"]["howto100m"].startswith("s3://")
+    assert "report uploaded to s3://" in first.stderr
+    # The rerun found the sweep on S3 and ran nothing again: same trials, same results.
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resumed the sweep" in again.stderr
+    assert read_csv(f"{sweep}/results.csv") == rows
+    assert not (cwd / "sweeps").exists()  # nothing written locally under the URI's name

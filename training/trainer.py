@@ -180,11 +180,7 @@ def local_run_dir(cfg: TrainConfig) -> str:
     """Where telemetry is written: the run folder itself, or, when storage is an object-store
     URI, a local mirror (TensorBoard and CSV writers need a filesystem) that rank 0 uploads
     after every checkpoint and the driver downloads at the end."""
-    run_dir = cfg.run_dir()
-    if not storage.is_uri(run_dir):
-        return run_dir
-    tag = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
-    return os.path.join(tempfile.gettempdir(), "vatt-runs", f"{cfg.name}-{tag}")
+    return storage.local_mirror(cfg.run_dir(), "runs", cfg.name)
 
 
 def pull_telemetry(run_dir: str, local_dir: str) -> None:

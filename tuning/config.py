@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from preprocessing import storage
 from tuning.space import Param, grid_size, parse_space
 
 # Objective name -> (metric key the trials report, default mode). Retrieval metrics come from
@@ -129,4 +130,5 @@ class SweepConfig:
         return self.num_samples * grid_size(self.params())
 
     def sweep_dir(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        """`<storage>/<name>`: a folder, or an object-store URI (query options kept)."""
+        return storage.join(self.storage, self.name)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from preprocessing import storage as store
 from tuning.space import Param
 
 RESULTS_CSV = "results.csv"
@@ -172,7 +173,7 @@ def _plain(value: Any) -> Any:
 def write_best_config(record, path: Path, *, name: str, storage: str, note: str) -> dict:
     """The best trial's training config (its run's train_config.json) as a YAML `vatt train
     --config` runs as is, renamed so training it does not resume the trial's run."""
-    config = json.loads((Path(record.run_dir) / "train_config.json").read_text())
+    config = json.loads(store.read_text(store.join(record.run_dir, "train_config.json")))
     config.update(name=name, storage=storage)
     header = "".join(f"# {line}\n" for line in note.splitlines())
     path.write_text(header + yaml.safe_dump(_plain(config), sort_keys=False))

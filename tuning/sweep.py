@@ -12,7 +12,8 @@ from where it stopped) needs Tune checkpoints. So the trial reports each Train c
 Tune as a pointer (a tiny folder with `train_checkpoint.json`: path, run, step), and a trial
 restarted from a Tune checkpoint starts a Train run seeded from that path.
 
-Storage: Tune's experiment in `<storage>/<name>/`; trial X's Train runs in
+Storage (a folder or an object-store URI such as s3://bucket/sweeps): Tune's experiment in
+`<storage>/<name>/`; trial X's Train runs in
 `<storage>/<name>/trials/X` (named by the trial id, so a restored trial finds its own run and
 resumes it) or `X_from_<other run>_<step>` after a PBT exploit.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import tempfile
 import threading
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from preprocessing import storage
 from training.config import TrainConfig
 from tuning.config import SweepConfig
 from tuning.space import Param
@@ -189,8 +192,13 @@ def _trial(values: dict[str, Any], *, build: ConfigBuilder, params: list[Param],
             tune.report(metrics)
             return
         step = int(metrics["step"])
+        path = item["checkpoint"]
+        if storage.is_uri(run_dir):
+            # Ray Train names the checkpoint by its path on the filesystem (no scheme, no
+            # endpoint): point at it with the run's own URI instead.
+            path = storage.join(run_dir, posixpath.basename(path.rstrip("/")))
         with tempfile.TemporaryDirectory(prefix="vatt-pointer-") as tmp:
-            record = {"path": item["checkpoint"], "run": name, "step": step}
+            record = {"path": path, "run": name, "step": step}
             Path(tmp, POINTER_FILE).write_text(json.dumps(record))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
@@ -266,13 +274,27 @@ class SweepOutcome:
     max_concurrent_trials: int
 
 
+def sweep_location(sweep: SweepConfig) -> tuple[str, Any, str]:
+    """(sweep folder or URI, pyarrow filesystem or None, the experiment's path for Tune).
+
+    On an object store Tune gets the filesystem resolved here (endpoint and credentials from
+    this environment), as Ray Train does for checkpoints, so both write where we read."""
+    sweep_dir = sweep.sweep_dir()
+    if storage.is_uri(sweep_dir):
+        fs, path = storage.filesystem(sweep_dir)
+        return sweep_dir, fs, path.rstrip("/")
+    sweep_dir = os.path.abspath(sweep_dir)
+    return sweep_dir, None, sweep_dir
+
+
 def run_sweep(
     sweep: SweepConfig, base: TrainConfig, build: ConfigBuilder, callbacks: list | None = None
 ) -> SweepOutcome:
     """Run (or resume) `sweep` on the connected Ray cluster.
 
     Args:
-        sweep: the sweep config; outputs go to `sweep.sweep_dir()` (made absolute here).
+        sweep: the sweep config; outputs go to `sweep.sweep_dir()` (a folder, made absolute
+            here, or an object-store URI).
         base: the training config every trial starts from (validated, absolute paths).
         build: `{dotted training key: value}` -> the trial's TrainConfig.
         callbacks: extra `ray.tune.Callback`s for a new sweep (the tests interrupt with one).
@@ -299,21 +321,21 @@ def run_sweep(
             f"{concurrent} fits in the cluster with {need} each: use asha, or more resources"
         )
 
-    sweep_dir = os.path.abspath(sweep.sweep_dir())
-    storage, name = os.path.dirname(sweep_dir), os.path.basename(sweep_dir)
+    sweep_dir, fs, experiment = sweep_location(sweep)
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trial, build=build, params=params, trials_dir=os.path.join(sweep_dir, TRIALS_DIR)
+            _trial, build=build, params=params, trials_dir=storage.join(sweep_dir, TRIALS_DIR)
         ),
         {"cpu": sweep.resources.trial_cpus},
     )
-    resumed = tune.Tuner.can_restore(sweep_dir)
+    resumed = tune.Tuner.can_restore(experiment, storage_filesystem=fs)
     if resumed:
         # Finished trials are kept as they are; unfinished ones continue from their last
         # report (their Train run resumes from its newest checkpoint); errored ones retry.
         tuner = tune.Tuner.restore(
-            sweep_dir, trainable, resume_unfinished=True, resume_errored=True
-        )
+            experiment, trainable, resume_unfinished=True, resume_errored=True,
+            storage_filesystem=fs,
+        )  # fmt: skip
     else:
         tuner = tune.Tuner(
             trainable,
@@ -332,8 +354,9 @@ def run_sweep(
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
+                name=posixpath.basename(experiment),
+                storage_path=posixpath.dirname(experiment),
+                storage_filesystem=fs,
                 verbose=1,
                 callbacks=callbacks,
                 # Pointers are tiny; Train's own retention (checkpoint.keep) prunes the weights.
@@ -343,7 +366,7 @@ def run_sweep(
     results = tuner.fit()
     # Statuses as saved on disk: after Ctrl-C Tune marks the trials it stopped TERMINATED in
     # memory, but saves them as RUNNING/PENDING, which is what a restore continues.
-    saved = tune.ExperimentAnalysis(sweep_dir).trials
+    saved = tune.ExperimentAnalysis(experiment, storage_filesystem=fs).trials
     statuses = {t.trial_id: t.status for t in saved}
     records = _records(results, statuses, sweep, base.max_steps)
     # The search generates trials lazily (one per free slot): an early stop can leave some

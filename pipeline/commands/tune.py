@@ -24,6 +24,7 @@ from pipeline.configs import (
     set_dotted,
 )
 from pipeline.errors import JobFailed, UsageError
+from preprocessing import storage
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "sweep"
 
@@ -136,14 +137,14 @@ def check_space(sweep, base: dict[str, Any]) -> None:
                 raise UsageError(f"space.{p.key}={value!r}: {e}{hint}") from None
 
 
-def _print_outcome(outcome, rows, best, best_yaml, plots, sweep, file=None) -> None:
-    from tuning.report import format_table
+def _print_outcome(outcome, rows, best, best_yaml, plots, sweep, report_dir, file=None) -> None:
+    from tuning.report import RESULTS_CSV, format_table
 
     file = file or sys.stdout
     finished = sum(r.status in ("done", "stopped early") for r in outcome.records)
     print(f"\nsweep {sweep.name}: {finished}/{len(outcome.records)} trials finished", file=file)
     print(format_table(rows, best.trial_id if best else None), file=file)
-    print(f"  results   {outcome.sweep_dir}/results.csv", file=file)
+    print(f"  results   {report_dir / RESULTS_CSV}", file=file)
     for p in plots:
         print(f"  plot      {p}", file=file)
     if best_yaml:
@@ -191,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if outcome.resumed:
         print(f"resumed the sweep in {outcome.sweep_dir}", file=sys.stderr)
-    sweep_dir = Path(outcome.sweep_dir)
+    # The report is written to a folder (the sweep's own, or a local mirror of an s3:// sweep,
+    # uploaded below): plots and a best.yaml that `vatt train --config` can read.
+    sweep_dir = Path(storage.local_mirror(outcome.sweep_dir, "sweeps", sweep.name))
     params = sweep.params()
     key = sweep.objective.key
     rows = table_rows(outcome.records, params, key)
@@ -211,7 +214,10 @@ def run(args: argparse.Namespace) -> int:
         write_best_config(
             best, best_yaml, name=f"{sweep.name}-best", storage=base_cfg.storage, note=note
         )
-    _print_outcome(outcome, rows, best, best_yaml, plots, sweep)
+    if str(sweep_dir) != outcome.sweep_dir:
+        storage.copy_tree(str(sweep_dir), outcome.sweep_dir)
+        print(f"  report uploaded to {outcome.sweep_dir} (local copy {sweep_dir})", file=sys.stderr)
+    _print_outcome(outcome, rows, best, best_yaml, plots, sweep, sweep_dir)
     if outcome.interrupted:
         sys.stderr.write(
             f"vatt tune: interrupted before every trial finished; run the same command to "
