@@ -13,6 +13,7 @@ it. Text is cheap and stays on the driver (`training.retrieval.embed_texts`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,16 +313,20 @@ def extract_embeddings(
     ds = ray.data.from_items(rows, override_num_blocks=min(n, 4 * cpus))
     ds = ds.map_batches(_decode_batch, fn_kwargs={"spec": spec}, batch_size=1, num_cpus=1)
     compute = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-    ds = ds.map_batches(
-        Embedder,
-        fn_constructor_kwargs={"payload_ref": [payload_ref], "spec": spec, "outputs": outputs},
-        batch_size=batch_size,
-        concurrency=actors,
-        # An evaluation is cheap to rerun; without restarts Ray need not keep the (large)
-        # constructor arguments pinned for a restart, and does not warn about them.
-        max_restarts=0,
-        **compute,
-    )
+    with warnings.catch_warnings():
+        # `max_restarts` has no named parameter in Ray 2.60 (pinned), only the generic
+        # remote-args path that now warns of its removal in 2.64.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs={"payload_ref": [payload_ref], "spec": spec, "outputs": outputs},
+            batch_size=batch_size,
+            concurrency=actors,
+            # An evaluation is cheap to rerun; without restarts Ray need not keep the (large)
+            # constructor arguments pinned for a restart, and does not warn about them.
+            max_restarts=0,
+            **compute,
+        )
     bar = tqdm(total=n * W, desc=desc, unit="window", disable=not progress, leave=False)
     for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
         for name in outputs:
