@@ -274,7 +274,7 @@ class SweepOutcome:
     max_concurrent_trials: int
 
 
-def sweep_location(sweep: SweepConfig) -> tuple[str, Any, str]:
+def _sweep_location(sweep: SweepConfig) -> tuple[str, Any, str]:
     """(sweep folder or URI, pyarrow filesystem or None, the experiment's path for Tune).
 
     On an object store Tune gets the filesystem resolved here (endpoint and credentials from
@@ -321,7 +321,7 @@ def run_sweep(
             f"{concurrent} fits in the cluster with {need} each: use asha, or more resources"
         )
 
-    sweep_dir, fs, experiment = sweep_location(sweep)
+    sweep_dir, fs, experiment = _sweep_location(sweep)
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial, build=build, params=params, trials_dir=storage.join(sweep_dir, TRIALS_DIR)
