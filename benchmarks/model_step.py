@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.losses import LossConfig, total_loss  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.model.flops import forward_flops  # noqa: E402
+from training.objectives.vatt import LossConfig, total_loss  # noqa: E402
 
 PAPER_INPUT = {"frames": 32, "height": 224, "width": 224, "audio_samples": 153_600}
 QUICK_INPUT = {"frames": 16, "height": 112, "width": 112, "audio_samples": 25_600}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
 
 from pipeline.configs import from_dict, set_dotted  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.pretrain.config import TrainConfig  # noqa: E402
 
 # The debug tokenizer grid, so a BBS-sized model runs on small clips on CPU.
 SMALL_GRID = {"frames": 8, "height": 64, "width": 64, "audio_samples": 6400, "vocab_size": 4096}
@@ -62,8 +62,7 @@ def base_config(args, storage: str, name: str, **over) -> TrainConfig:
 
 def loader_throughput(args, frames: int, size: int, batches: int) -> dict:
     """Decode + augment only, in this process (DataLoader with 0 workers): clips/s per core."""
-    from training.config import DataConfig
-    from training.loader import ClipShape, build_loader
+    from training.data.loader import ClipShape, DataConfig, build_loader
 
     data = DataConfig(
         howto100m=args.howto100m, audioset=args.audioset, shuffle_buffer=32, loader_workers=0
@@ -102,7 +101,7 @@ def main() -> None:
     args = p.parse_args()
 
     from pipeline.ray_runtime import init_ray
-    from training.trainer import run_training
+    from training.pretrain.loop import run_training
 
     out: dict = {"host_cpus": os.cpu_count()}
     storage = tempfile.mkdtemp(prefix="vatt-bench-train-")

@@ -1,23 +1,23 @@
-"""Typed configs from YAML + `key=value` overrides, with errors that name the bad key.
+"""Configs from the command line: YAML files, bundled presets and `key=value` overrides.
 
-Every component owns a dataclass of its settings (validated in its `__post_init__`); this
-module only maps plain dicts onto (nested) dataclasses, so a typo in a YAML file or on the
-command line is caught before any job starts.
+The dict -> typed dataclass mapping (and its dotted-key errors) is `training.config_io`; this
+module reads what a user typed into those dicts and adds the arguments every config-driven
+job command shares (`--config`, `--address`, `--num-cpus`, `--print-config`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from pipeline.errors import UsageError
+from training.config_io import deep_merge, from_dict, set_dotted, to_dict
 
 T = TypeVar("T")
+# Re-exported: commands and tests build configs through this module.
+__all__ = ["build", "deep_merge", "from_dict", "load_config", "read_yaml", "set_dotted", "to_dict"]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -56,102 +56,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 raise UsageError(f"override {item!r}: {part} is both a value and a section")
         node[parts[-1]] = value
     return out
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """Set `a.b.c` in a nested dict (creating sections); returns `data`."""
-    node = data
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return data
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `extra` wins."""
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        errors = []
-        for a in args:
-            try:
-                return _coerce(value, a, key)
-            except UsageError as e:
-                errors.append(str(e))
-        raise UsageError(errors[0])
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UsageError(f"{key}: expected a section (mapping), got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{key}: expected a list, got {value!r}")
-        (inner, *_) = typing.get_args(tp) or (Any,)
-        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise UsageError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise UsageError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise UsageError(f"{key}: must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from `data`; unknown keys and wrong types raise UsageError naming
-    the dotted key. `ValueError`s from the dataclass's own validation are re-raised the same way."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise UsageError(
-            f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})"
-        )
-    kwargs = {name: _coerce(v, hints[name], f"{prefix}{name}") for name, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise UsageError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict (for logging and for storing beside outputs)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,3 +98,26 @@ def add_job_arguments(p, *, config_help: str, overrides_example: str, what: str 
         "--print-config", action="store_true", help=f"print the resolved {what} and exit"
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {overrides_example}")
+
+
+def build(
+    cls: type[T],
+    config: str,
+    preset_dir: Path,
+    overrides: list[str],
+    *,
+    what: str = "config",
+    require: tuple[str, str] | None = None,
+    sections: tuple[str, ...] = (),
+) -> T:
+    """Dataclass `cls` from a YAML path or bundled name plus KEY=VALUE overrides.
+
+    `require=(section, hint)`: the merged config must have that section (e.g. the shard
+    folders of a training config), else a UsageError naming it. `sections`: sections that
+    may be left out and then mean "every key at its default"."""
+    data = load_config(config, preset_dir, overrides, what)
+    for section in sections:
+        data.setdefault(section, {})
+    if require and require[0] not in data:
+        raise UsageError(f"{what} has no '{require[0]}' section ({require[1]})")
+    return from_dict(cls, data)

@@ -142,6 +142,39 @@ def decode_span(
     return DecodedSpan(start, frames, audio, fps, sample_rate)
 
 
+def decode_square_rgb(
+    path: str,
+    fps: float,
+    side: int,
+    *,
+    start: float | None = None,
+    duration: float | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """Every frame at `fps` of the whole file, or of [start, start + duration) seconds (either
+    may be None: the file's own start / end), scaled to cover side x side and centre-cropped.
+
+    Returns uint8 [T, side, side, 3] (evaluation clips). Cropping inside ffmpeg makes the
+    output size known in advance (raw RGB carries no header) and keeps the pipe small.
+    Input-side -ss/-t: ffmpeg seeks to the keyframe before `start` and decodes from there,
+    discarding frames before it (exact, and cheap for a segment deep inside a long video)."""
+    seek = {} if start is None else {"ss": f"{start:.3f}"}
+    if duration is not None:
+        seek["t"] = f"{duration:.3f}"
+    stream = (
+        ffmpeg.input(path, threads=threads, **seek)
+        .video.filter("fps", fps=fps)
+        # "increase" makes both sides >= side (ffmpeg takes the max), so the crop always fits.
+        .filter("scale", w=side, h=side, force_original_aspect_ratio="increase")
+        .filter("crop", side, side)
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads)
+    )
+    raw = _run(stream, threads, "video")
+    frame_bytes = side * side * 3
+    n = len(raw) // frame_bytes
+    return np.frombuffer(raw, np.uint8, n * frame_bytes).reshape(n, side, side, 3)
+
+
 def decode_span_raw(
     path: str,
     start: float,

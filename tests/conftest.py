@@ -99,9 +99,9 @@ def sample_shards(tmp_path_factory) -> dict[str, Path]:
     Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer,
     ucf101_root (holds videos/ and splits/), esc50_csv, esc50_audio, youcook2_csv,
     youcook2_videos."""
+    from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
     from preprocessing.config import PreprocessConfig
     from preprocessing.jobs import run_preprocess
-    from preprocessing.sample_corpus import SampleCorpusConfig, generate_sample_corpus
 
     start_ray()
     root = tmp_path_factory.mktemp("sample_shards")
@@ -150,8 +150,9 @@ def trained_debug(sample_shards, tmp_path_factory) -> dict[str, Path]:
 
     Keys: run (the run folder), export (model.safetensors + config.json + tokenizer.json)."""
     from pipeline.commands.train import build_config
-    from training.checkpoint import export_weights, find_latest_checkpoint
-    from training.trainer import run_training
+    from training.checkpoint import find_latest_checkpoint
+    from training.export import export_weights
+    from training.pretrain.loop import run_training
 
     start_ray()
     root = tmp_path_factory.mktemp("trained_debug")

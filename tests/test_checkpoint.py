@@ -24,11 +24,11 @@ import torch
 from pipeline.cli import main
 from training.checkpoint import (
     consolidated_state_dict,
-    export_weights,
     find_latest_checkpoint,
     read_trainer_state,
     validate_checkpoint,
 )
+from training.export import export_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = (0, 2, 3)
@@ -51,7 +51,8 @@ RANK_SCRIPT = textwrap.dedent(
     import deepspeed
 
     from training.checkpoint import load_into_engine, write_checkpoint
-    from training.config import DataConfig, TrainConfig
+    from training.data.loader import DataConfig
+    from training.pretrain.config import TrainConfig
     from training.model import build_model
 
     tokenizer_dir = out / "howto100m"
@@ -128,7 +129,7 @@ LOAD_SCRIPT = textwrap.dedent(
     """
     import sys
     import torch
-    from training.checkpoint import load_exported
+    from training.export import load_exported
 
     export_dir, inputs_file, out_file = sys.argv[1:4]
     model = load_exported(export_dir)
@@ -355,4 +356,34 @@ def test_export_help_shows_how_to_load():
         timeout=60,
     )
     assert proc.returncode == 0
-    assert "from training.checkpoint import load_exported" in proc.stdout
+    assert "from training.export import load_exported" in proc.stdout
+
+
+def test_files_without_an_architecture_load_as_vatt(ds_out, tmp_path):
+    """Checkpoints and exports written before they recorded their architecture hold VATT:
+    with the field removed (and the manifest's size of trainer_state.json updated, as an old
+    save wrote it) both still load, to the same weights."""
+    from training.export import load_exported, load_pretrained
+    from training.model import VATT
+
+    ckpt = _run_dir(ds_out, 2, tmp_path / "run") / "checkpoint_000000004"
+    state_file = ckpt / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state.pop("architecture") == "vatt"
+    state_file.write_text(json.dumps(state, indent=2))
+    manifest_file = ckpt / "manifest_rank0.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"]["trainer_state.json"] = state_file.stat().st_size
+    manifest_file.write_text(json.dumps(manifest))
+    assert validate_checkpoint(ckpt) == (True, "ok")
+
+    model, source = load_pretrained(ckpt)
+    assert isinstance(model, VATT) and source.kind == "checkpoint" and source.step == 4
+    export = export_weights(ckpt, tmp_path / "export")
+    config = json.loads((export / "config.json").read_text())
+    assert config.pop("architecture") == "vatt"
+    (export / "config.json").write_text(json.dumps(config))
+    reloaded = load_exported(export)
+    assert isinstance(reloaded, VATT)
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items())

@@ -1,4 +1,4 @@
-"""Benchmark readers and audio/segment decoding (training/eval_data.py) on real-format files.
+"""Benchmark readers and audio/segment decoding (training/eval/benchmarks.py, media.py) on real-format files.
 
 The files come from the sample corpus generator (real ffmpeg: XviD AVIs, WAVs, H.264 mp4s);
 bad lines are appended to copies of its lists. No Ray here.
@@ -15,17 +15,9 @@ import numpy as np
 import pytest
 from conftest import make_clip
 
-from preprocessing.sample_corpus import SampleCorpusConfig, generate_sample_corpus
-from training import eval_data, retrieval
-from training.eval_data import (
-    VideoDecodeError,
-    decode_audio_windows,
-    decode_windows,
-    esc50_fold,
-    read_esc50,
-    read_ucf_split,
-    read_youcook2,
-)
+from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
+from training.eval.benchmarks import esc50_fold, read_esc50, read_ucf_split, read_youcook2
+from training.eval.media import VideoDecodeError, decode_audio_windows, decode_windows
 
 TOPICS = 3
 
@@ -45,11 +37,6 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def truth(corpus) -> dict:
     return json.loads((corpus / "topics.json").read_text())
-
-
-def test_readers_share_one_import():
-    assert eval_data.read_msrvtt is retrieval.read_msrvtt
-    assert eval_data.decode_windows is retrieval.decode_windows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,16 +17,11 @@ import torch
 from conftest import make_clip
 
 from pipeline import cli
-from training.eval_data import LabelledItem
-from training.finetune_config import FinetuneDataConfig, FinetuneOptimConfig, finetune_lr
-from training.finetune_data import (
-    ClipCache,
-    ClipSpec,
-    TowerClassifier,
-    mixup,
-    spatial_crops,
-    topk_correct,
-)
+from training.eval.benchmarks import LabelledItem
+from training.eval.metrics import topk_correct
+from training.finetune.config import FinetuneDataConfig, FinetuneOptimConfig, finetune_lr
+from training.finetune.data import ClipCache, ClipSpec, spatial_crops
+from training.finetune.model import TowerClassifier, mixup
 from training.model import VATT, make_config
 
 DEBUG = make_config("debug")
@@ -114,7 +109,7 @@ def test_clip_cache_decodes_cuts_and_reports_bad_files(tmp_path):
     assert len(video.data[0]) == 40  # 4 s at 10 fps, JPEG frames
     views = video.eval_views(0, clips=2, crops=3)
     assert views.shape == (6, 8, 64, 64, 3) and views.abs().max() <= 1.0
-    from training.config import AugmentConfig
+    from training.data.augment import AugmentConfig
 
     example = video.train_example(0, AugmentConfig(), torch.Generator().manual_seed(0))
     assert example.shape == (8, 64, 64, 3)

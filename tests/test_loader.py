@@ -13,15 +13,15 @@ import webdataset as wds
 
 from preprocessing.shard_format import decode_sample, iter_samples, list_shards
 from preprocessing.vocab import load_tokenizer
-from training.augment import (
+from training.data.augment import (
+    AugmentConfig,
     adjust_hue,
     audio_to_float,
     augment_clip,
     pool_audio,
     random_resized_crop_box,
 )
-from training.config import AugmentConfig, DataConfig
-from training.loader import ClipShape, build_loader, clip_strides
+from training.data.loader import ClipShape, DataConfig, build_loader, clip_strides
 from training.model import make_config
 
 DEBUG = ClipShape.from_model(make_config("debug"))  # 8 x 64 x 64, 6400 samples

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from training.losses import LossConfig, gather_with_grad, mil_nce, nce, total_loss
+from training.objectives.vatt import LossConfig, gather_with_grad, mil_nce, nce, total_loss
 
 
 def reference_mil_nce(video, text, tau, text_mask=None):

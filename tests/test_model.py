@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils import flop_counter
 
-from training.losses import LossConfig, total_loss
 from training.model import (
     PRESETS,
     VATT,
@@ -24,6 +23,7 @@ from training.model.flops import forward_flops, transformer_flops
 from training.model.positions import VideoPositions
 from training.model.presets import PAPER_PRESET_PARAMS_M, PAPER_SIZE_PARAMS_M, SIZES
 from training.model.tokenizers import AudioTokenizer, VideoTokenizer
+from training.objectives.vatt import LossConfig, total_loss
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.probe import LowRankClassifier, LowRankConfig, SvmConfig, probe_accuracy
+from training.eval.classifiers import LowRankClassifier, LowRankConfig, SvmConfig, probe_accuracy
 
 
 def blobs(items: int, classes: int, windows: int, dim: int, spread: float, seed: int):

@@ -13,17 +13,11 @@ from conftest import make_clip
 from torch import nn
 
 from preprocessing.vocab import encode_captions, load_tokenizer
-from training.config import EvalConfig
+from training.eval.benchmarks import read_msrvtt
+from training.eval.heldout import EvalConfig, HeldoutRetrieval
+from training.eval.media import VideoDecodeError, decode_windows, to_model_input, window_starts
+from training.eval.metrics import retrieval_metrics
 from training.model import build_model
-from training.retrieval import (
-    HeldoutRetrieval,
-    VideoDecodeError,
-    decode_windows,
-    read_msrvtt,
-    retrieval_metrics,
-    to_model_input,
-    window_starts,
-)
 
 DEBUG_SHAPE = dict(frames=8, height=64, width=64)
 

@@ -1,4 +1,4 @@
-"""Tests of the built-in sample corpus (preprocessing/sample_corpus.py, `vatt sample-data`).
+"""Tests of the built-in sample corpus (pipeline/sample_data/corpus.py, `vatt sample-data`).
 
 Real ffmpeg, ffprobe and espeak-ng; no mocks. One small corpus is generated per module.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocessing.sample_corpus import (
+from pipeline.sample_data.corpus import (
     BAD_INPUT_KINDS,
     ESC50_COLUMNS,
     GENERATOR,

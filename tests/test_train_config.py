@@ -12,9 +12,9 @@ import torch
 from pipeline.commands.train import build_config, preset_names
 from pipeline.configs import from_dict
 from pipeline.errors import UsageError
-from training.config import OptimConfig, TrainConfig
-from training.ds_config import batch_arithmetic, deepspeed_dict
-from training.schedule import build_optimizer, lr_at
+from training.pretrain.config import TrainConfig
+from training.pretrain.ds_config import batch_arithmetic, deepspeed_dict
+from training.pretrain.optim import OptimConfig, build_optimizer, lr_at
 
 
 def cfg(**over) -> TrainConfig:

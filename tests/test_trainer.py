@@ -13,9 +13,10 @@ import torch
 from conftest import ROOT, VATT
 
 from pipeline.configs import from_dict, set_dotted
-from training.checkpoint import export_weights, find_latest_checkpoint, load_exported
-from training.config import TrainConfig
-from training.trainer import run_training
+from training.checkpoint import find_latest_checkpoint
+from training.export import export_weights, load_exported
+from training.pretrain.config import TrainConfig
+from training.pretrain.loop import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -239,19 +238,12 @@ def interrupted_then_resumed(sweep_files, ray_local) -> dict:
     """The sweep on the session's 2-CPU Ray, interrupted after its first trial, then resumed
     by the same `vatt tune` command (in-process: one Ray instance per host, see docs)."""
     from pipeline.cli import main
-    from pipeline.commands.tune import base_training_config, trial_config
-    from training.config import TrainConfig
+    from pipeline.commands.tune import base_config
     from tuning.sweep import run_sweep
 
     sweep = build_sweep(str(sweep_files["sweep"]), [])
-    base = base_training_config(sweep)
     marker = sweep_files["root"] / "ctrl_c_sent"
-    first = run_sweep(
-        sweep,
-        from_dict(TrainConfig, base),
-        partial(trial_config, base),
-        callbacks=[ctrl_c_after_first_trial(marker)],
-    )
+    first = run_sweep(sweep, base_config(sweep), callbacks=[ctrl_c_after_first_trial(marker)])
     first_dir = sweep_files["dir"] / "trials" / marker.read_text()
     snapshot = {p.name: p.stat().st_mtime_ns for p in first_dir.iterdir()}
     out, err = io.StringIO(), io.StringIO()
@@ -298,7 +290,7 @@ def test_interrupted_sweep_resumes_with_the_same_command(interrupted_then_resume
 def test_sweep_writes_plots_and_a_best_config_that_trains(
     interrupted_then_resumed, sweep_files, ray_local, tmp_path
 ):
-    from training.trainer import run_training
+    from training.pretrain.loop import run_training
 
     plots = sweep_files["dir"] / "plots"
     names = {p.name for p in plots.glob("*.png")}

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 
 from pipeline.cli import main
 from tests.test_model import _flop_counter, _one_thread  # noqa: F401 - autouse: 1 thread
-from training.losses import LossConfig, total_loss
 from training.model import (
     ModelConfig,
     TokenizerConfig,
@@ -27,6 +26,7 @@ from training.model.flops import forward_flops
 from training.model.image_init import ImageInitError, init_video_from_image
 from training.model.transformer import Block, Transformer
 from training.model.vivit import grid_attention
+from training.objectives.vatt import LossConfig, total_loss
 
 FACTORISED = VIDEO_BACKBONES[1:]
 

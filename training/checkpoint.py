@@ -5,8 +5,10 @@ A checkpoint directory, after Ray Train has merged what every rank reported, hol
     ds/...                      DeepSpeed's files, tag "ds" (model states, per-rank ZeRO
                                 optimizer shards; `latest`, `zero_to_fp32.py` from rank 0)
     trainer_state.json          rank 0: step, samples_seen, loader position, the resolved
-                                TrainConfig under "config", the ModelConfig under
-                                "model_config", world_size, zero_stage, time
+                                TrainConfig under "config", the architecture ("vatt";
+                                absent in older checkpoints, which all hold VATT) and its
+                                model config under "model_config", world_size, zero_stage,
+                                time
     manifest_rank<R>.json       one per rank, written LAST by that rank: {rank, world_size,
                                 step, files: {relative path: size in bytes}}
 
@@ -15,10 +17,9 @@ when every rank's manifest is there and every file it lists has the recorded siz
 (`validate_checkpoint`). A crash half-way through a save, or a Ray upload that lost a rank,
 leaves a directory that `find_latest_checkpoint` skips with a reason.
 
-Export (`export_weights`) turns a checkpoint into `model.safetensors` + `config.json` (+ the
-tokenizer); `load_exported` rebuilds the model from those alone and imports neither Ray nor
-DeepSpeed. DeepSpeed is imported lazily, inside the functions that need an engine or ZeRO
-files. No Ray here: the trainer owns reporting the directory to Ray.
+`consolidated_state_dict` merges the ZeRO shards of any stage into one fp32 state dict, which
+`training.export` turns into safetensors. DeepSpeed is imported lazily, inside the functions
+that need an engine or ZeRO files. No Ray here: `training.distributed` reports the folder.
 """
 
 from __future__ import annotations
@@ -31,23 +32,35 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from preprocessing import storage
-from training.model import VATT, ModelConfig
+from training.model import DEFAULT_ARCHITECTURE
 
 DS_TAG = "ds"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_FORMAT = "vatt-checkpoint-v1"
-EXPORT_FORMAT = "vatt-safetensors-v1"
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CONFIG = "config.json"
-EXPORT_TOKENIZER = "tokenizer.json"
 _MANIFEST_RE = re.compile(r"^manifest_rank(\d+)\.json$")
 _TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When a training loop checkpoints, and what the driver keeps (Ray Train retention)."""
+
+    every_steps: int = 500  # also one at the last step
+    keep: int = 3  # newest checkpoints kept
+    max_failures: int = 2  # worker-failure restarts from the last checkpoint (-1 = forever)
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1 or self.keep < 1:
+            raise ValueError("checkpoint.every_steps and checkpoint.keep must be >= 1")
+        if self.max_failures < -1:
+            raise ValueError("checkpoint.max_failures must be >= -1")
 
 
 class CheckpointError(ValueError):
@@ -93,8 +106,8 @@ def write_checkpoint(
         rank, world_size: this process in the data-parallel group.
         step: optimizer steps done.
         state: trainer state written by rank 0 to trainer_state.json: samples_seen, loader
-            ({epoch, start_step}), config (TrainConfig.to_dict()), model_config (filled in
-            from `engine.module.cfg` when absent).
+            ({epoch, start_step}), config (TrainConfig.to_dict()), architecture (default
+            "vatt"), model_config (filled in from `engine.module.cfg` when absent).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -120,9 +133,10 @@ def write_checkpoint(
             "zero_stage": _zero_stage(engine),
             "time": time.time(),
         }
-        module = getattr(engine, "module", None)
-        if "model_config" not in trainer_state and isinstance(module, VATT):
-            trainer_state["model_config"] = dataclasses.asdict(module.cfg)
+        module_cfg = getattr(getattr(engine, "module", None), "cfg", None)
+        if "model_config" not in trainer_state and dataclasses.is_dataclass(module_cfg):
+            trainer_state["model_config"] = dataclasses.asdict(module_cfg)
+        trainer_state.setdefault("architecture", DEFAULT_ARCHITECTURE)
         _write_json_atomic(directory / TRAINER_STATE, trainer_state)
         files[TRAINER_STATE] = (directory / TRAINER_STATE).stat().st_size
     manifest = {
@@ -339,7 +353,7 @@ def _model_states_file(ds_dir: Path) -> Path:
 
 
 def consolidated_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Full fp32 weights (parameters and buffers) of a checkpoint, on CPU, keys of `VATT`.
+    """Full fp32 weights (parameters and buffers) of a checkpoint, on CPU, keys of the model.
 
     ZeRO 1/2/3: DeepSpeed's `zero_to_fp32` merges the fp32 master shards of every rank (its
     output already includes the buffers, e.g. BatchNorm running statistics; any buffer it
@@ -378,154 +392,11 @@ def consolidated_state_dict(directory: str | os.PathLike) -> dict[str, torch.Ten
     }
 
 
-def _tokenizer_path(config: dict[str, Any]) -> str:
-    """`DataConfig.tokenizer_path()` of a stored TrainConfig dict (kept in step with it)."""
-    data = config.get("data") or {}
-    if data.get("tokenizer"):
-        return data["tokenizer"]
-    howto100m = data.get("howto100m") or ""
-    return f"{howto100m.rstrip('/')}/tokenizer.json" if howto100m else ""
-
-
-def export_weights(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write `model.safetensors` + `config.json` (+ `tokenizer.json`) for `load_exported`.
-
-    Args:
-        checkpoint_dir: a valid checkpoint directory (refused with CheckpointError otherwise).
-        out_dir: created if needed; existing export files in it are replaced.
-    Returns:
-        out_dir.
-    """
-    from safetensors.torch import save_file
-
-    checkpoint_dir = _require_valid(checkpoint_dir)
-    state = read_trainer_state(checkpoint_dir)
-    if "model_config" not in state:
-        raise CheckpointError(f"{checkpoint_dir}: {TRAINER_STATE} has no model_config")
-    model_config = ModelConfig.from_dict(state["model_config"])  # fails early on a bad config
-    state_dict = consolidated_state_dict(checkpoint_dir)
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for key, value in state_dict.items():
-        value = value.detach().cpu().contiguous()
-        # safetensors refuses tensors sharing storage (tied weights); give each its own copy.
-        ptr = value.untyped_storage().data_ptr()
-        if ptr in seen:
-            value = value.clone()
-        seen.add(ptr)
-        tensors[key] = value
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / EXPORT_WEIGHTS
-    tmp = weights.with_name(weights.name + _TMP_SUFFIX)
-    save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT})
-    os.replace(tmp, weights)
-    config = state.get("config") or {}
-    tokenizer = _tokenizer_path(config)
-    copied_tokenizer = None
-    if tokenizer and Path(tokenizer).is_file():
-        shutil.copyfile(tokenizer, out_dir / EXPORT_TOKENIZER)
-        copied_tokenizer = EXPORT_TOKENIZER
-    _write_json_atomic(
-        out_dir / EXPORT_CONFIG,
-        {
-            "format": EXPORT_FORMAT,
-            "preset": config.get("preset", model_config.name),
-            "model_config": dataclasses.asdict(model_config),
-            "trained_steps": state["step"],
-            "source_checkpoint": str(checkpoint_dir.resolve()),
-            "tokenizer": copied_tokenizer,
-        },
-    )
-    return out_dir
-
-
-def load_exported(path: str | os.PathLike, device: torch.device | str = "cpu") -> VATT:
-    """Rebuild a VATT model from an export (its folder or its model.safetensors), in eval mode.
-
-    Needs only torch, safetensors and `training.model`: no Ray, no DeepSpeed.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    folder = path.parent if path.is_file() else path
-    config_path = folder / EXPORT_CONFIG
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not found (is {path} an export folder?)")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != EXPORT_FORMAT:
-        raise ValueError(
-            f"{config_path}: format {config.get('format')!r}, expected {EXPORT_FORMAT}"
-        )
-    # Build on the meta device: no time spent on a random init the weights replace anyway.
-    with torch.device("meta"):
-        model = VATT(ModelConfig.from_dict(config["model_config"]))
-    state_dict = load_file(str(folder / EXPORT_WEIGHTS), device=str(device))
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainedSource:
-    """Where `load_pretrained` found the weights: for reports and for finding the tokenizer."""
-
-    kind: str  # "export" | "checkpoint"
-    path: Path  # the export folder or the checkpoint folder actually read
-    step: int | None  # trained steps, when recorded
-    tokenizer: Path | None  # the caption tokenizer that goes with the model, when found
-    skipped: tuple[tuple[Path, str], ...] = ()  # newer broken checkpoints passed over
-
-
-def resolve_pretrained(path: str | os.PathLike) -> PretrainedSource:
-    """Classify `path` as an export folder, a checkpoint folder or a run folder (newest valid
-    checkpoint); CheckpointError with a one-line reason when it is none of them."""
-    path = Path(path)
-    folder = path.parent if path.is_file() else path
-    if (folder / EXPORT_CONFIG).is_file() and (folder / EXPORT_WEIGHTS).is_file():
-        try:
-            config = json.loads((folder / EXPORT_CONFIG).read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{folder / EXPORT_CONFIG}: unreadable ({e})") from None
-        tok = folder / EXPORT_TOKENIZER
-        return PretrainedSource(
-            "export", folder, config.get("trained_steps"), tok if tok.is_file() else None
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such export, checkpoint or run folder")
-    skipped: list[tuple[Path, str]] = []
-    if looks_like_checkpoint(path):
-        checkpoint = _require_valid(path)
-    else:
-        found, skipped = find_latest_checkpoint(path)
-        if found is None:
-            what = f"{len(skipped)} found, none valid" if skipped else "none found"
-            raise CheckpointError(f"{path}: not an export and no valid checkpoint ({what})")
-        checkpoint = found
-    state = read_trainer_state(checkpoint)
-    tok = _tokenizer_path(state.get("config") or {})
-    return PretrainedSource(
-        "checkpoint",
-        checkpoint,
-        state["step"],
-        Path(tok) if tok and Path(tok).is_file() else None,
-        tuple(skipped),
-    )
-
-
-def load_pretrained(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[VATT, PretrainedSource]:
-    """A VATT model (eval mode) from an export, a checkpoint or a run folder, and its source.
-
-    Exports load without DeepSpeed; checkpoints are consolidated (any ZeRO stage) first."""
-    source = resolve_pretrained(path)
-    if source.kind == "export":
-        return load_exported(source.path, device), source
-    state = read_trainer_state(source.path)
-    if "model_config" not in state:
-        raise CheckpointError(f"{source.path}: {TRAINER_STATE} has no model_config")
-    with torch.device("meta"):
-        model = VATT(ModelConfig.from_dict(state["model_config"]))
-    state_dict = {k: v.to(device) for k, v in consolidated_state_dict(source.path).items()}
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval(), source
+def param_checksum(module) -> float | None:
+    """Sum of all parameters in fp64: a cheap "same weights?" check across save and load.
+    None under ZeRO-3, where each rank holds only a shard (a gather would cost a full copy)."""
+    params = list(module.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        return None
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in params))

@@ -44,10 +44,46 @@ TB_NAMES = {
 LOSS_PARTS = {"nce_va": "va", "mil_nce_vt": "vt"}
 
 
-def tb_name(key: str) -> str:
-    """TensorBoard tag of a flat metric key."""
+# bf16 dense peak FLOP/s per device, for MFU (vendor data sheets).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak of a GPU by its name (torch.cuda.get_device_name), None if unknown."""
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of optimizer state (Adam's two moments) on this rank: 8 bytes per parameter
+    without ZeRO, split over ranks by ZeRO-1/2/3."""
+    import torch
+
+    base = getattr(optimizer, "optimizer", optimizer)  # DeepSpeed ZeRO wraps the torch one
+    return sum(
+        t.numel() * t.element_size()
+        for state in base.state.values()
+        for t in state.values()
+        if torch.is_tensor(t) and t.ndim > 0  # skip the scalar step counters
+    )
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def tb_name(key: str, loss_parts=()) -> str:
+    """TensorBoard tag of a flat metric key (`loss_parts`: an objective's loss-part keys,
+    tagged loss/<key>)."""
     if key in TB_NAMES:
         return TB_NAMES[key]
+    if key in loss_parts:
+        return f"loss/{key}"
     return key if "/" in key else f"misc/{key}"
 
 
@@ -132,11 +168,20 @@ class Telemetry:
         run_dir: the run's output folder (created).
         enabled: True on rank 0 only.
         resume_step: the step training resumes from; rows and events at steps >= it are dropped.
+        loss_parts: the objective's loss-part keys (TensorBoard tags loss/<key>).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool, resume_step: int = 0):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        enabled: bool,
+        resume_step: int = 0,
+        loss_parts=(),
+    ):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
+        self.loss_parts = tuple(loss_parts)
         self._writer = None
         if not enabled:
             return
@@ -154,7 +199,7 @@ class Telemetry:
             return
         self._metrics.write(step, metrics)
         for key, value in _numbers(metrics).items():
-            self._writer.add_scalar(tb_name(key), value, step)
+            self._writer.add_scalar(tb_name(key, self.loss_parts), value, step)
         self._writer.flush()
 
     def log_eval(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -187,15 +232,22 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def format_progress(step: int, max_steps: int, metrics: Mapping[str, float]) -> str:
+def format_progress(
+    step: int,
+    max_steps: int,
+    metrics: Mapping[str, float],
+    loss_parts: Mapping[str, str] | None = None,
+) -> str:
     """One console line, e.g.
     `step 120/1000 (12%) | loss 3.412 (va 1.201 vt 2.211) | lr 1.20e-05 | 45.3 clips/s |
     data-wait 12% | ETA 1h02m`. Missing metrics are left out; ETA uses step_time_s.
+    `loss_parts`: {metric key: short label} of the objective's parts (default: VATT's).
     """
+    loss_parts = LOSS_PARTS if loss_parts is None else loss_parts
     parts = [f"step {step}/{max_steps} ({100 * step / max(max_steps, 1):.0f}%)"]
     if "loss" in metrics:
         loss = f"loss {metrics['loss']:.4g}"
-        pieces = [f"{short} {metrics[k]:.4g}" for k, short in LOSS_PARTS.items() if k in metrics]
+        pieces = [f"{short} {metrics[k]:.4g}" for k, short in loss_parts.items() if k in metrics]
         parts.append(f"{loss} ({' '.join(pieces)})" if pieces else loss)
     if "lr" in metrics:
         parts.append(f"lr {metrics['lr']:.2e}")
@@ -233,12 +285,17 @@ def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
 _RECALL_RE = re.compile(r"(?:^|[_/])(?:r|recall)@?_?(1|5|10)$", re.IGNORECASE)
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def plot_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    loss_parts=None,
+) -> list[Path]:
     """PNGs of a run's metrics.csv (and eval.csv): loss, lr, throughput, retrieval.
 
     Args:
         run_dir: folder with metrics.csv (as written by `Telemetry`).
         out_dir: where the PNGs go; default `<run_dir>/plots`.
+        loss_parts: the objective's loss-part keys plotted beside "loss" (default: VATT's).
     Returns:
         The paths written. Raises FileNotFoundError / ValueError when there is nothing to plot.
     """
@@ -260,7 +317,8 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         fig.savefig(out / name, dpi=100)
         written.append(out / name)
 
-    loss_keys = [k for k in ("loss", *LOSS_PARTS) if k in header]
+    parts = LOSS_PARTS if loss_parts is None else loss_parts
+    loss_keys = [k for k in ("loss", *parts) if k in header]
     if loss_keys:
         fig = Figure(figsize=(8, 4.5))
         ax = fig.add_subplot()
@@ -313,3 +371,27 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     if not written:
         raise ValueError(f"{metrics_csv}: no known metric columns (columns: {', '.join(header)})")
     return written
+
+
+def plot_accuracy(run_dir: str | os.PathLike) -> list[Path]:
+    """plots/accuracy.png: training accuracy (metrics.csv) and test top-1/top-5 (eval.csv)."""
+    from matplotlib.figure import Figure  # Agg canvas: no display needed
+
+    run_dir = Path(run_dir)
+
+    def columns(path: Path, key: str) -> tuple[list[float], list[float]]:
+        return _columns(_read_csv(path)[0], key) if path.is_file() else ([], [])
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(*columns(run_dir / "metrics.csv", "train_acc"), label="train (batch) accuracy")
+    for key in ("top1", "top5"):
+        ax.plot(*columns(run_dir / "eval.csv", key), marker="o", label=f"test {key}")
+    ax.set(xlabel="step", ylabel="accuracy", ylim=(0, 1.02), title=f"{run_dir.name}: accuracy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out = run_dir / "plots" / "accuracy.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return [out]

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,42 @@ def write_best_config(record, path: Path, *, name: str, storage: str, note: str)
     header = "".join(f"# {line}\n" for line in note.splitlines())
     path.write_text(header + yaml.safe_dump(_plain(config), sort_keys=False))
     return config
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What `write_sweep_report` wrote (for the CLI to print)."""
+
+    report_dir: Path  # the sweep folder, or the local mirror of an object-store sweep
+    rows: list[dict[str, Any]]
+    best: Any  # the best TrialRecord, or None
+    best_yaml: Path | None  # None while the sweep is unfinished or nothing reported
+    plots: list[Path]
+
+
+def write_sweep_report(outcome, sweep, base_storage: str) -> SweepReport:
+    """results.csv, plots/*.png and (once every trial finished) best.yaml, which
+    `vatt train --config` runs as is, in the sweep's folder (an object-store sweep is written
+    to a local mirror, then uploaded). `base_storage`: where best.yaml's run goes."""
+    sweep_dir = Path(store.local_mirror(outcome.sweep_dir, "sweeps", sweep.name))
+    params, key = sweep.params(), sweep.objective.key
+    rows = table_rows(outcome.records, params, key)
+    write_table(rows, sweep_dir / RESULTS_CSV)
+    plots = plot_objective_vs_params(outcome.records, params, key, sweep_dir / PLOTS_DIR)
+    plots.append(plot_learning_curves(outcome.records, key, sweep_dir / PLOTS_DIR))
+    best = best_record(outcome.records, key, sweep.objective.direction)
+    best_yaml = None
+    if best is not None and not outcome.interrupted:
+        best_yaml = sweep_dir / BEST_YAML
+        note = (
+            f"best of sweep {sweep.name} ({len(outcome.records)} trials): trial {best.trial_id}, "
+            f"{key} = {best.last[key]:.4g} at step {best.last.get('step')}\n"
+            f"hyperparameters: {json.dumps(best.params)}\n"
+            f"train it: vatt train --config {best_yaml} [max_steps=...]"
+        )
+        write_best_config(
+            best, best_yaml, name=f"{sweep.name}-best", storage=base_storage, note=note
+        )
+    if str(sweep_dir) != outcome.sweep_dir:
+        store.copy_tree(str(sweep_dir), outcome.sweep_dir)
+    return SweepReport(sweep_dir, rows, best, best_yaml, plots)

@@ -4,7 +4,7 @@ Driver (`run_sweep`): search space -> Tune domains, ASHA / PBT / FIFO scheduler 
 objective, `max_concurrent_trials` from the cluster's resources, `Tuner(...).fit()` or
 `Tuner.restore(...)` when `<storage>/<name>` already holds the sweep. Each trial
 (`_trial`, a Tune function trainable) builds its `TrainConfig` and calls
-`training.trainer.run_training`, which fits a `TorchTrainer`; a Ray Train `UserCallback`
+`training.pretrain.loop.run_training`, which fits a `TorchTrainer`; a Ray Train `UserCallback`
 (`_ForwardReports`) hands every worker report to the trial, which reports it to Tune.
 
 Why not Ray's `TuneReportCallback`: it forwards metrics only, and PBT (and restarting a trial
@@ -20,6 +20,7 @@ resumes it) or `X_from_<other run>_<step>` after a PBT exploit.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -32,15 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from preprocessing import storage
-from training.config import TrainConfig
+from training.pretrain.config import TrainConfig
 from tuning.config import SweepConfig
 from tuning.space import Param
+from tuning.trials import trial_config
 
 POINTER_FILE = "train_checkpoint.json"
 TRIALS_DIR = "trials"
 
 # Builds a trial's TrainConfig from `{dotted training key: value}` (sampled values plus the
-# trial's name and storage). The command supplies it: it owns config parsing and validation.
+# trial's name and storage): `tuning.trials.trial_config` on the sweep's base config.
 ConfigBuilder = Callable[[dict[str, Any]], TrainConfig]
 
 
@@ -153,7 +155,7 @@ def _trial(values: dict[str, Any], *, build: ConfigBuilder, params: list[Param],
     from ray import tune
     from ray.util.queue import Empty, Queue
 
-    from training.trainer import run_training
+    from training.pretrain.loop import run_training
 
     trial_id = tune.get_context().get_trial_id()
     pointer = None
@@ -287,16 +289,14 @@ def _sweep_location(sweep: SweepConfig) -> tuple[str, Any, str]:
     return sweep_dir, None, sweep_dir
 
 
-def run_sweep(
-    sweep: SweepConfig, base: TrainConfig, build: ConfigBuilder, callbacks: list | None = None
-) -> SweepOutcome:
+def run_sweep(sweep: SweepConfig, base: TrainConfig, callbacks: list | None = None) -> SweepOutcome:
     """Run (or resume) `sweep` on the connected Ray cluster.
 
     Args:
         sweep: the sweep config; outputs go to `sweep.sweep_dir()` (a folder, made absolute
             here, or an object-store URI).
-        base: the training config every trial starts from (validated, absolute paths).
-        build: `{dotted training key: value}` -> the trial's TrainConfig.
+        base: the training config every trial starts from (`tuning.trials.base_config`);
+            each trial's is `trial_config(base, {sampled values, name, storage})`.
         callbacks: extra `ray.tune.Callback`s for a new sweep (the tests interrupt with one).
     Returns:
         The trials (finished, stopped early, errored or unfinished) and how the run went.
@@ -324,7 +324,10 @@ def run_sweep(
     sweep_dir, fs, experiment = _sweep_location(sweep)
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trial, build=build, params=params, trials_dir=storage.join(sweep_dir, TRIALS_DIR)
+            _trial,
+            build=functools.partial(trial_config, base),
+            params=params,
+            trials_dir=storage.join(sweep_dir, TRIALS_DIR),
         ),
         {"cpu": sweep.resources.trial_cpus},
     )

@@ -140,8 +140,8 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from pipeline.evaluation.models import load_models
     from training.checkpoint import CheckpointError
+    from training.eval.models import load_models
 
     try:
         return load_models(args.model, untrained=args.compare_untrained, seed=args.seed)
@@ -156,10 +156,36 @@ def _start_ray(args: argparse.Namespace, what: str) -> None:
     print(f"vatt eval {what} on {where}", file=sys.stderr)
 
 
+def _windows(args: argparse.Namespace) -> dict:
+    """How every evaluation cuts items into model inputs (the shared flags)."""
+    return {
+        "num_windows": args.windows,
+        "clip_seconds": args.clip_seconds,
+        "size": args.size,
+        "batch_size": args.batch_size,
+    }
+
+
+def _score_models(models, score_one, what: str = "") -> dict:
+    """{"models": [each model's result + its source], "seconds"}: `score_one(loaded)` scores one
+    model (the trained one, then the untrained baseline); a ValueError is a usage error
+    (prefixed with `what`)."""
+    began = time.perf_counter()
+    results = []
+    for loaded in models:
+        try:
+            result = score_one(loaded)
+        except ValueError as e:
+            raise UsageError(f"{what}: {e}" if what else str(e)) from None
+        result["model"] = loaded.source
+        results.append(result)
+    return {"models": results, "seconds": time.perf_counter() - began}
+
+
 def run_retrieval(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import report as rep
-    from pipeline.evaluation.retrieval import load_benchmark, save_embeddings, score
     from preprocessing.vocab import load_tokenizer
+    from training.eval import report as rep
+    from training.eval.retrieval import load_benchmark, save_embeddings, score
 
     _check_common(args)
     for flag, path in (("--csv", args.csv), ("--videos", args.videos)):
@@ -178,29 +204,19 @@ def run_retrieval(args: argparse.Namespace) -> int:
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise UsageError(f"--tokenizer {tok_path}: cannot load: {e}") from None
     _start_ray(args, f"retrieval ({args.benchmark})")
-    began = time.perf_counter()
     out = Path(args.out)
-    report = {"benchmark": args.benchmark, "csv": str(args.csv), "models": []}
-    for loaded in models:
-        try:
-            result, video, text_emb, keys = score(
-                loaded.model,
-                bench,
-                tokenizer,
-                num_windows=args.windows,
-                clip_seconds=args.clip_seconds,
-                max_words=args.max_words,
-                size=args.size,
-                batch_size=args.batch_size,
-                label=loaded.label,
-            )
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        result["model"] = loaded.source
+
+    def score_one(loaded) -> dict:
+        result, video, text_emb, keys = score(
+            loaded.model, bench, tokenizer, max_words=args.max_words, label=loaded.label,
+            **_windows(args),
+        )  # fmt: skip
         if loaded.label == "trained":
             result["embeddings"] = save_embeddings(out / "embeddings", bench, video, text_emb, keys)
-        report["models"].append(result)
-    report["seconds"] = time.perf_counter() - began
+        return result
+
+    report = {"benchmark": args.benchmark, "csv": str(args.csv)}
+    report |= _score_models(models, score_one)
     rep.write_json(out / "report.json", report)
     rep.print_retrieval(report)
     print(f"  report      {out / 'report.json'}")
@@ -210,9 +226,9 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import report as rep
-    from pipeline.evaluation.probe import DATASETS, load_probe_data, run_probe
-    from training.probe import CLASSIFIERS, LowRankConfig
+    from training.eval import report as rep
+    from training.eval.classifiers import CLASSIFIERS, LowRankConfig
+    from training.eval.probe import DATASETS, load_probe_data, run_probe
 
     _check_common(args)
     classifiers = tuple(c.strip() for c in args.classifier.split(",") if c.strip())
@@ -243,27 +259,16 @@ def run_probe(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     models = _load(args)
     _start_ray(args, f"linear-probe ({args.dataset})")
-    began = time.perf_counter()
     out = Path(args.out)
-    report = {"dataset": args.dataset, "modality": DATASETS[args.dataset], "models": []}
-    for loaded in models:
-        try:
-            result = run_probe(
-                loaded.model,
-                data,
-                classifiers=classifiers,
-                num_windows=args.windows,
-                clip_seconds=args.clip_seconds,
-                size=args.size,
-                batch_size=args.batch_size,
-                low_rank=low_rank,
-                label=loaded.label,
-            )
-        except ValueError as e:
-            raise UsageError(f"{args.dataset}: {e}") from None
-        result["model"] = loaded.source
-        report["models"].append(result)
-    report["seconds"] = time.perf_counter() - began
+
+    def score_one(loaded) -> dict:
+        return run_probe(
+            loaded.model, data, classifiers=classifiers, low_rank=low_rank, label=loaded.label,
+            **_windows(args),
+        )  # fmt: skip
+
+    report = {"dataset": args.dataset, "modality": DATASETS[args.dataset]}
+    report |= _score_models(models, score_one, args.dataset)
     rep.write_json(out / "report.json", report)
     rep.print_probe(report)
     print(f"  report  {out / 'report.json'}")

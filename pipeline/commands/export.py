@@ -15,7 +15,7 @@ examples:
   vatt export runs/vatt/checkpoint_000000500 exported/step500  # one checkpoint
 
 load the export (needs only torch, safetensors and this package; no Ray, no DeepSpeed):
-  from training.checkpoint import load_exported
+  from training.export import load_exported
   model = load_exported("exported/vatt-debug")     # VATT in eval mode
   video_vt = model.encode_video(video)["video_vt"]  # video (B, T, H, W, 3) in [-1, 1]
   text_vt = model.encode_text(text_ids)["text_vt"]  # ids from the exported tokenizer.json
@@ -46,12 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from training.checkpoint import (
         CheckpointError,
-        export_weights,
         find_latest_checkpoint,
         looks_like_checkpoint,
         read_trainer_state,
         validate_checkpoint,
     )
+    from training.export import export_weights
 
     source = Path(args.checkpoint)
     if not source.is_dir():

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.configs import add_job_arguments, bundled_names, from_dict, load_config
+from pipeline.configs import add_job_arguments, build, bundled_names
 from pipeline.errors import JobFailed, UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "finetune"
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "data.ucf101_videos=UCF-101 data.split=2\n"
             f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
             "init: an export folder (vatt export), a checkpoint folder, a run folder (newest "
-            "valid checkpoint) or preset:<name> (random init). Keys: training/finetune_config.py "
+            "valid checkpoint) or preset:<name> (random init). Keys: training/finetune/config.py "
             "and docs/finetune.md."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,11 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(config: str, overrides: list[str]):
-    from training.finetune_config import FinetuneConfig
+    from training.finetune.config import FinetuneConfig
 
-    data = load_config(config, PRESET_DIR, overrides)
-    data.setdefault("data", {})
-    return from_dict(FinetuneConfig, data)
+    return build(FinetuneConfig, config, PRESET_DIR, overrides, sections=("data",))
 
 
 def print_summary(r: dict, file=None) -> None:
@@ -106,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    from training.finetune import check_run
+    from training.finetune.loop import check_run
 
     cfg = cfg.with_absolute_paths()
     try:
@@ -114,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # CheckpointError is one too
         raise UsageError(str(e).splitlines()[0]) from None
     from pipeline.ray_runtime import init_ray
-    from training.finetune import run_finetune
+    from training.finetune.loop import run_finetune
 
     # The dashboard serves the State API that Ray Train's placement-group cleaner needs.
     where = init_ray(args.address, args.num_cpus, dashboard=True)

@@ -111,7 +111,8 @@ def _parse_size(size: str | None) -> tuple[int | None, int | None]:
     return height, width
 
 
-def run(args: argparse.Namespace) -> int:
+def build_report(args: argparse.Namespace) -> dict:
+    """Parameters and FLOPs of the preset at the requested input (UsageError on bad flags)."""
     try:
         preset = resolve_preset(args.preset)
     except ValueError:
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     params = model.parameter_counts()
     params_total = sum(part["total"] for part in params.values())
     tok = cfg.tokenizer
-    report = {
+    return {
         "preset": preset,
         "video_backbone": cfg.video_backbone,
         "video_tokenization": cfg.video_tokenization,
@@ -172,18 +173,18 @@ def run(args: argparse.Namespace) -> int:
         "flops_training_total": flops["training"],
         "video_backbones": backbones,
     }
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    inp = report["input"]
+
+
+def print_report(report: dict) -> None:
+    inp, params, flops = report["input"], report["params"], report["flops_forward"]
     print(
-        f"VATT {preset}: video {inp['frames']}x{inp['height']}x{inp['width']}, audio "
+        f"VATT {report['preset']}: video {inp['frames']}x{inp['height']}x{inp['width']}, audio "
         f"{inp['audio_samples']} samples, text {inp['captions']}x{inp['words']} words, "
         f"DropToken {report['droptoken_rate']}"
     )
     print(
-        f"video backbone {cfg.video_backbone}, {cfg.video_tokenization} tokens "
-        f"{'x'.join(map(str, cfg.tokenizer.video_patch))}"
+        f"video backbone {report['video_backbone']}, {report['video_tokenization']} tokens "
+        f"{'x'.join(map(str, report['video_patch']))}"
     )
     print(
         f"{'tower':<8}{'tokenizer':>12}{'backbone':>12}{'head':>10}{'total':>12}{'GFLOP fwd':>12}"
@@ -197,15 +198,15 @@ def run(args: argparse.Namespace) -> int:
     paper = report["params_paper_m"]
     paper_note = f" (paper: {paper:.0f}M; docs/model.md says what each counts)" if paper else ""
     print(
-        f"total params {params_total / 1e6:.2f}M, without the text word embedding "
+        f"total params {report['params_total'] / 1e6:.2f}M, without the text word embedding "
         f"{report['params_total_without_word_embedding'] / 1e6:.2f}M{paper_note}"
     )
     print(
-        f"forward {flops['forward'] / 1e9:.1f} GFLOP/example, training (3x) "
-        f"{flops['training'] / 1e12:.3f} TFLOP/example"
+        f"forward {report['flops_forward_total'] / 1e9:.1f} GFLOP/example, training (3x) "
+        f"{report['flops_training_total'] / 1e12:.3f} TFLOP/example"
     )
     print(f"{'video backbone':<28}{'params':>10}{'GFLOP fwd':>12}{'vs joint':>10}")
-    for name, row in backbones.items():
+    for name, row in report["video_backbones"].items():
         if "error" in row:
             print(f"{name:<28}  n/a: {row['error']}")
             continue
@@ -213,4 +214,12 @@ def run(args: argparse.Namespace) -> int:
             f"{name:<28}{row['params'] / 1e6:>9.2f}M{row['flops_forward'] / 1e9:>12.1f}"
             f"{row['flops_ratio']:>9.2f}x"
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    report = build_report(args)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
     return 0

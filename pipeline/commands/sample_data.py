@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from pipeline.errors import JobFailed, UsageError
-from preprocessing.sample_corpus import (
+from pipeline.sample_data.corpus import (
     SampleCorpusConfig,
     SampleCorpusError,
     SampleCorpusSummary,
@@ -17,6 +17,16 @@ from preprocessing.sample_corpus import (
 )
 
 _DEFAULTS = SampleCorpusConfig()
+# The size flags: each sets the SampleCorpusConfig field of the same name.
+COUNT_FLAGS = {
+    "--videos": "HowTo100M-style videos, 20-90 s with spoken captions",
+    "--audioset-clips": "AudioSet-style 10 s clips without speech",
+    "--msrvtt-videos": "held-out MSR-VTT-style test videos",
+    "--ucf101-groups": "UCF101-style groups per class, one 4-7 s clip each; split s tests on "
+    "its own groups, trains on the rest (0 or >= 2)",
+    "--esc50-clips-per-class": "ESC-50-style 5 s sounds per class, spread over folds 1-5",
+    "--youcook2-videos": "YouCook2-style videos of 2-3 segments of different topics",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,45 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", metavar="OUT", help="output folder (created; must be empty)")
-    p.add_argument(
-        "--videos",
-        type=int,
-        default=_DEFAULTS.videos,
-        help=f"HowTo100M-style videos, 20-90 s with spoken captions (default {_DEFAULTS.videos})",
-    )
-    p.add_argument(
-        "--audioset-clips",
-        type=int,
-        default=_DEFAULTS.audioset_clips,
-        help=f"AudioSet-style 10 s clips without speech (default {_DEFAULTS.audioset_clips})",
-    )
-    p.add_argument(
-        "--msrvtt-videos",
-        type=int,
-        default=_DEFAULTS.msrvtt_videos,
-        help=f"held-out MSR-VTT-style test videos (default {_DEFAULTS.msrvtt_videos})",
-    )
-    p.add_argument(
-        "--ucf101-groups",
-        type=int,
-        default=_DEFAULTS.ucf101_groups,
-        help="UCF101-style groups per class, one 4-7 s clip each; split s tests on its own "
-        f"groups, trains on the rest (0 or >= 2; default {_DEFAULTS.ucf101_groups})",
-    )
-    p.add_argument(
-        "--esc50-clips-per-class",
-        type=int,
-        default=_DEFAULTS.esc50_clips_per_class,
-        help="ESC-50-style 5 s sounds per class, spread over folds 1-5 "
-        f"(default {_DEFAULTS.esc50_clips_per_class})",
-    )
-    p.add_argument(
-        "--youcook2-videos",
-        type=int,
-        default=_DEFAULTS.youcook2_videos,
-        help="YouCook2-style videos of 2-3 segments of different topics "
-        f"(default {_DEFAULTS.youcook2_videos})",
-    )
+    for flag, help_text in COUNT_FLAGS.items():
+        field_name = flag.removeprefix("--").replace("-", "_")
+        default = getattr(_DEFAULTS, field_name)
+        p.add_argument(flag, type=int, default=default, help=f"{help_text} (default {default})")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="content seed (default 0)")
     p.add_argument(
         "--workers",
@@ -98,16 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> SampleCorpusConfig:
+    counts = {f.removeprefix("--").replace("-", "_") for f in COUNT_FLAGS}
     try:
         return SampleCorpusConfig(
-            videos=args.videos,
-            audioset_clips=args.audioset_clips,
-            msrvtt_videos=args.msrvtt_videos,
-            ucf101_groups=args.ucf101_groups,
-            esc50_clips_per_class=args.esc50_clips_per_class,
-            youcook2_videos=args.youcook2_videos,
-            seed=args.seed,
-            workers=args.workers,
+            **{name: getattr(args, name) for name in counts}, seed=args.seed, workers=args.workers
         )
     except ValueError as e:
         raise UsageError(_flag_names(str(e))) from None

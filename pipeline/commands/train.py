@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.configs import add_job_arguments, bundled_names, from_dict, load_config
-from pipeline.errors import JobFailed, UsageError
+from pipeline.configs import add_job_arguments, build, bundled_names
+from pipeline.errors import JobFailed
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  vatt train --config mbs.yaml data.howto100m=s3://bucket/shards/howto100m\n"
             "  vatt train --config debug name=run2 model.droptoken_rate=0.25 loss.tau=0.05\n"
             f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
-            "Config sections and keys: training/config.py and docs/training.md."
+            "Config sections and keys: training/pretrain/config.py and docs/training.md."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,30 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(config: str, overrides: list[str]):
-    from training.config import TrainConfig
+    from training.pretrain.config import TrainConfig
 
-    data = load_config(config, PRESET_DIR, overrides)
-    if "data" not in data:
-        raise UsageError("config has no 'data' section (data.howto100m / data.audioset)")
-    return from_dict(TrainConfig, data)
-
-
-def check_inputs(cfg) -> None:
-    """Fail before Ray starts when an input is missing (local paths only; URIs are checked by
-    the workers that open them)."""
-    from preprocessing.shard_format import list_shards
-
-    for source in ("howto100m", "audioset"):
-        path = getattr(cfg.data, source)
-        if path and "://" not in path and not list_shards(path):
-            raise UsageError(f"data.{source}={path}: no shards (*.tar) found")
-    tok = cfg.data.tokenizer_path()
-    if tok and "://" not in tok and not Path(tok).is_file():
-        raise UsageError(f"tokenizer {tok}: not found (set data.tokenizer)")
-    if cfg.eval.enabled:
-        for key in ("msrvtt_csv", "msrvtt_videos"):
-            if not Path(getattr(cfg.eval, key)).exists():
-                raise UsageError(f"eval.{key}={getattr(cfg.eval, key)}: not found")
+    require = ("data", "data.howto100m / data.audioset")
+    return build(TrainConfig, config, PRESET_DIR, overrides, require=require)
 
 
 def _fmt_eval(m: dict | None) -> str:
@@ -119,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    check_inputs(cfg)
+    cfg.check_inputs()
     from pipeline.ray_runtime import init_ray
+    from training.pretrain.loop import run_training
+    from training.pretrain.run_folder import push_telemetry
     from training.telemetry import plot_run
-    from training.trainer import push_telemetry, run_training
 
     # The dashboard serves the State API that Ray Train's placement-group cleaner needs.
     where = init_ray(args.address, args.num_cpus, dashboard=True)

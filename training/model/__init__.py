@@ -49,7 +49,30 @@ def build_model(
     return build_model_from_config(make_config(preset, **overrides), device)
 
 
+# Architectures a checkpoint or export may hold, by the name it records ("architecture";
+# a missing name means VATT, which is what every older file holds).
+ARCHITECTURES: dict[str, tuple[type, type]] = {"vatt": (VATT, ModelConfig)}
+DEFAULT_ARCHITECTURE = "vatt"
+
+
+def build_architecture(architecture: str | None, config: dict, device=None) -> torch.nn.Module:
+    """An untrained model of a stored architecture from its config dict (weights are loaded
+    next by the caller; `device="meta"` skips the random init). ValueError names an unknown
+    architecture."""
+    name = architecture or DEFAULT_ARCHITECTURE
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture {name!r}: not one of {', '.join(ARCHITECTURES)}")
+    model_cls, config_cls = ARCHITECTURES[name]
+    cfg = config_cls.from_dict(config)
+    if device is None:
+        return model_cls(cfg)
+    with torch.device(device):
+        return model_cls(cfg)
+
+
 __all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_ARCHITECTURE",
     "DEFAULT_PRESET",
     "HeadConfig",
     "ModelConfig",
@@ -58,6 +81,7 @@ __all__ = [
     "TokenizerConfig",
     "TransformerConfig",
     "VATT",
+    "build_architecture",
     "build_model",
     "build_model_from_config",
     "convert_sync_batchnorm",

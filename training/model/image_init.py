@@ -82,6 +82,118 @@ def _video_prefix(model: VATT) -> str:
     )
 
 
+class _Source:
+    """The image state dict being read: `take` marks a key used, errors name the file."""
+
+    def __init__(self, state: dict[str, torch.Tensor], name: str):
+        self.state, self.name, self.used = state, name, set()
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.state:
+            raise ImageInitError(f"{self.name}: missing {key!r} (expected a timm-layout ViT)")
+        self.used.add(key)
+        return self.state[key]
+
+
+Targets = dict[str, tuple[str, torch.Tensor]]  # our parameter name -> (image key, value)
+
+
+def _patch_targets(model: VATT, src: _Source, mode: str) -> Targets:
+    """Patch embedding: (D, 3, h, w) -> (D, 3, t, h, w), at the central frame or tiled."""
+    proj = model.video_embed.tokenizer.proj
+    D, C, pt, ph, pw = proj.weight.shape
+    w2 = src.take("patch_embed.proj.weight")
+    if tuple(w2.shape) != (D, C, ph, pw):
+        raise ImageInitError(
+            f"{src.name}: patch_embed.proj.weight has shape {tuple(w2.shape)} but the video "
+            f"tokenizer needs {(D, C, ph, pw)} (d_model x 3 x patch h x w); match "
+            "video.d_model and tokenizer.video_patch to the image model"
+        )
+    if mode == "central_frame":
+        w3 = torch.zeros(D, C, pt, ph, pw, dtype=w2.dtype)
+        w3[:, :, pt // 2] = w2
+    else:
+        w3 = w2[:, :, None].expand(D, C, pt, ph, pw) / pt  # tiled over time, same response
+    targets = {"video_embed.tokenizer.proj.weight": ("patch_embed.proj.weight", w3)}
+    if "patch_embed.proj.bias" in src.state:
+        bias = src.take("patch_embed.proj.bias")
+        targets["video_embed.tokenizer.proj.bias"] = ("patch_embed.proj.bias", bias)
+    return targets
+
+
+def _position_targets(model: VATT, src: _Source) -> Targets:
+    """Positions: the image table repeated over time; the cls position folds into the token."""
+    cfg = model.cfg
+    D = cfg.video.d_model
+    pos = src.take("pos_embed")
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != D:
+        raise ImageInitError(
+            f"{src.name}: pos_embed has shape {tuple(pos.shape)}; expected (1, [1 +] h*w, {D})"
+        )
+    n = pos.shape[1]
+    num_prefix = next((p for p in (1, 0) if n > p and math.isqrt(n - p) ** 2 == n - p), None)
+    if num_prefix is None:
+        raise ImageInitError(
+            f"{src.name}: pos_embed has {n} positions, neither h*w nor 1 + h*w of a square grid"
+        )
+    side = math.isqrt(n - num_prefix)
+    t, h, w = cfg.tokenizer.video_grid
+    spatial = resize_grid_table(pos[0, num_prefix:].reshape(side, side, D).float(), h, w)
+    cls = src.take("cls_token")
+    if tuple(cls.shape) != (1, 1, D):
+        raise ImageInitError(
+            f"{src.name}: cls_token has shape {tuple(cls.shape)}, need (1, 1, {D})"
+        )
+    agg = cls + (pos[:, :1] if num_prefix else 0)  # (1, 1, D)
+    targets = {
+        "video_embed.pos.spatial": ("pos_embed", spatial),
+        "video_embed.pos.temporal": ("pos_embed", torch.zeros(t, D)),
+        "video_embed.agg_token": ("cls_token", agg),
+    }
+    if cfg.video_backbone == "factorised_encoder":
+        targets["backbones.video.frame_token"] = ("cls_token", agg)
+    return targets
+
+
+def _block_targets(model: VATT, src: _Source, prefix: str) -> Targets:
+    """Encoder blocks and the final norm (Model 3's temporal attention from the spatial one,
+    with a zero output projection)."""
+    cfg, state = model.cfg, src.state
+    depth = 1 + max((int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))), default=-1)
+    if depth != cfg.video.num_layers:
+        raise ImageInitError(
+            f"{src.name}: the image model has {depth} blocks but the video "
+            f"{'spatial encoder' if prefix.endswith('spatial.') else 'tower'} has "
+            f"{cfg.video.num_layers}; set video.num_layers={depth}"
+        )
+    targets: Targets = {}
+    for i in range(depth):
+        for name in BLOCK_PARAMS:
+            targets[f"{prefix}blocks.{i}.{name}"] = (
+                f"blocks.{i}.{name}",
+                src.take(f"blocks.{i}.{name}"),
+            )
+        if cfg.video_backbone != "factorised_self_attention":
+            continue
+        for kind in ("weight", "bias"):
+            qkv, norm = f"blocks.{i}.attn.qkv.{kind}", f"blocks.{i}.norm1.{kind}"
+            out = f"blocks.{i}.attn.proj.{kind}"
+            targets[f"{prefix}blocks.{i}.attn_temporal.qkv.{kind}"] = (qkv, state[qkv])
+            targets[f"{prefix}blocks.{i}.norm_temporal.{kind}"] = (norm, state[norm])
+            # Zero output: the temporal attention adds nothing until it is trained.
+            zero = torch.zeros_like(state[out])
+            targets[f"{prefix}blocks.{i}.attn_temporal.proj.{kind}"] = (out, zero)
+    for kind in ("weight", "bias"):
+        targets[f"{prefix}norm.{kind}"] = (f"norm.{kind}", src.take(f"norm.{kind}"))
+    extra_in_blocks = sorted(k for k in state if _BLOCK_KEY.match(k) and k not in src.used)
+    if extra_in_blocks:
+        raise ImageInitError(
+            f"{src.name}: {extra_in_blocks[0]} (and {len(extra_in_blocks) - 1} more) has no "
+            "place in our blocks (layer scale / q-k norm ViTs are not supported)"
+        )
+    return targets
+
+
 def init_video_from_image(
     model: VATT,
     state: dict[str, torch.Tensor],
@@ -102,111 +214,17 @@ def init_video_from_image(
         ImageInitError: missing key, shape mismatch (width, patch size, MLP width, depth)
         or a layout our blocks cannot hold; the message names the key and what to change.
     """
-    cfg = model.cfg
     if mode not in ("central_frame", "inflate"):
         raise ImageInitError(f"video_init_mode={mode!r}: choose central_frame or inflate")
-    if cfg.video_positions != "spatial_2d":
+    if model.cfg.video_positions != "spatial_2d":
         raise ImageInitError(
             f"{source}: pos_embed is a 2-D (h, w) table, which video_positions=factorised "
             "(t + h + w tables) cannot hold; set model.video_positions=spatial_2d"
         )
-    prefix = _video_prefix(model)
-    used: set[str] = set()
-    targets: dict[str, tuple[str, torch.Tensor]] = {}  # our name -> (image key, value)
-
-    def take(key: str) -> torch.Tensor:
-        if key not in state:
-            raise ImageInitError(f"{source}: missing {key!r} (expected a timm-layout ViT)")
-        used.add(key)
-        return state[key]
-
-    # Patch embedding: (D, 3, h, w) -> (D, 3, t, h, w).
-    proj = model.video_embed.tokenizer.proj
-    D, C, pt, ph, pw = proj.weight.shape
-    w2 = take("patch_embed.proj.weight")
-    if tuple(w2.shape) != (D, C, ph, pw):
-        raise ImageInitError(
-            f"{source}: patch_embed.proj.weight has shape {tuple(w2.shape)} but the video "
-            f"tokenizer needs {(D, C, ph, pw)} (d_model x 3 x patch h x w); match "
-            "video.d_model and tokenizer.video_patch to the image model"
-        )
-    if mode == "central_frame":
-        w3 = torch.zeros(D, C, pt, ph, pw, dtype=w2.dtype)
-        w3[:, :, pt // 2] = w2
-    else:
-        w3 = w2[:, :, None].expand(D, C, pt, ph, pw) / pt  # tiled over time, same response
-    targets["video_embed.tokenizer.proj.weight"] = ("patch_embed.proj.weight", w3)
-    if "patch_embed.proj.bias" in state:
-        targets["video_embed.tokenizer.proj.bias"] = (
-            "patch_embed.proj.bias",
-            take("patch_embed.proj.bias"),
-        )
-
-    # Positions: the image table repeated over time; the cls position folds into the token.
-    pos = take("pos_embed")
-    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != D:
-        raise ImageInitError(
-            f"{source}: pos_embed has shape {tuple(pos.shape)}; expected (1, [1 +] h*w, {D})"
-        )
-    n = pos.shape[1]
-    num_prefix = next((p for p in (1, 0) if n > p and math.isqrt(n - p) ** 2 == n - p), None)
-    if num_prefix is None:
-        raise ImageInitError(
-            f"{source}: pos_embed has {n} positions, neither h*w nor 1 + h*w of a square grid"
-        )
-    side = math.isqrt(n - num_prefix)
-    t, h, w = cfg.tokenizer.video_grid
-    spatial = resize_grid_table(pos[0, num_prefix:].reshape(side, side, D).float(), h, w)
-    targets["video_embed.pos.spatial"] = ("pos_embed", spatial)
-    targets["video_embed.pos.temporal"] = ("pos_embed", torch.zeros(t, D))
-    cls = take("cls_token")
-    if tuple(cls.shape) != (1, 1, D):
-        raise ImageInitError(f"{source}: cls_token has shape {tuple(cls.shape)}, need (1, 1, {D})")
-    agg = cls + (pos[:, :1] if num_prefix else 0)  # (1, 1, D)
-    targets["video_embed.agg_token"] = ("cls_token", agg)
-    if cfg.video_backbone == "factorised_encoder":
-        targets["backbones.video.frame_token"] = ("cls_token", agg)
-
-    # Encoder blocks and final norm.
-    depth = 1 + max((int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))), default=-1)
-    if depth != cfg.video.num_layers:
-        raise ImageInitError(
-            f"{source}: the image model has {depth} blocks but the video "
-            f"{'spatial encoder' if prefix.endswith('spatial.') else 'tower'} has "
-            f"{cfg.video.num_layers}; set video.num_layers={depth}"
-        )
-    for i in range(depth):
-        for name in BLOCK_PARAMS:
-            targets[f"{prefix}blocks.{i}.{name}"] = (
-                f"blocks.{i}.{name}",
-                take(f"blocks.{i}.{name}"),
-            )
-        if cfg.video_backbone == "factorised_self_attention":
-            for kind in ("weight", "bias"):
-                qkv, norm = state[f"blocks.{i}.attn.qkv.{kind}"], state[f"blocks.{i}.norm1.{kind}"]
-                proj_out = state[f"blocks.{i}.attn.proj.{kind}"]
-                targets[f"{prefix}blocks.{i}.attn_temporal.qkv.{kind}"] = (
-                    f"blocks.{i}.attn.qkv.{kind}",
-                    qkv,
-                )
-                targets[f"{prefix}blocks.{i}.norm_temporal.{kind}"] = (
-                    f"blocks.{i}.norm1.{kind}",
-                    norm,
-                )
-                # Zero output: the temporal attention adds nothing until it is trained.
-                targets[f"{prefix}blocks.{i}.attn_temporal.proj.{kind}"] = (
-                    f"blocks.{i}.attn.proj.{kind}",
-                    torch.zeros_like(proj_out),
-                )
-    for kind in ("weight", "bias"):
-        targets[f"{prefix}norm.{kind}"] = (f"norm.{kind}", take(f"norm.{kind}"))
-    extra_in_blocks = sorted(k for k in state if _BLOCK_KEY.match(k) and k not in used)
-    if extra_in_blocks:
-        raise ImageInitError(
-            f"{source}: {extra_in_blocks[0]} (and {len(extra_in_blocks) - 1} more) has no place "
-            "in our blocks (layer scale / q-k norm ViTs are not supported)"
-        )
-
+    src = _Source(state, source)
+    targets = _patch_targets(model, src, mode)
+    targets |= _position_targets(model, src)
+    targets |= _block_targets(model, src, _video_prefix(model))
     params = dict(model.named_parameters())
     for name, (key, value) in targets.items():  # check everything before writing anything
         if tuple(value.shape) != tuple(params[name].shape):
@@ -221,5 +239,5 @@ def init_video_from_image(
     return {
         "loaded": sorted(targets),
         "kept": sorted(n for n in tower if n not in targets),
-        "ignored": sorted(k for k in state if k not in used),
+        "ignored": sorted(k for k in state if k not in src.used),
     }

@@ -125,6 +125,8 @@ class TextEmbed(nn.Module):
 class VATT(nn.Module):
     """Video-Audio-Text Transformer: modality-specific towers, or one shared tower (VATT-MA)."""
 
+    architecture = "vatt"  # what checkpoints and exports record (training.model.ARCHITECTURES)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg

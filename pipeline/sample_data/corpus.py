@@ -77,10 +77,9 @@ _YOUCOOK2_TASKS = range(101, 427)
 _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _YT_LAST = "AEIMQUYcgkosw048"
 
-# Words that carry no topic, so a caption is not just a bag of topic words.
-FILLER_WORDS = tuple(
-    "now we the then and a little next so this some with you just here take".split()
-)
+# The topic table is data (topics.yaml beside this file): what every topic shows, sounds like
+# and says, the overlay motions and sound sources it names, and the words without a topic.
+TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 
 
 @dataclass(frozen=True)
@@ -101,165 +100,28 @@ class Topic:
     mid: str  # AudioSet-style label id of the topic's sound
 
 
-# Each topic differs from the others in colour, shape, motion and sound at the same time.
-# Levels are low on purpose: webrtcvad is mostly energy-driven and called loud or pulsing
-# tones "speech" (measured: 0.3 -> 60-100% of frames); at these levels, over +-8% frequency and
-# +-15% level jitter, it flags at most 3% of AudioSet frames.
-TOPICS: tuple[Topic, ...] = (
-    Topic(
-        name="baking",
-        activity="baking bread",
-        words=("flour", "oven", "dough", "sugar", "butter", "knead", "whisk", "bread"),
-        colour="0xd08030",
-        shape_colour="0xfff0c0",
-        shape=(0.3, 0.3),
-        motion="right",
-        speed=0.25,
-        sound="hum",
-        frequency=230.0,
-        level=0.04,
-        mid="/m/0vatt00",
-    ),
-    Topic(
-        name="gardening",
-        activity="gardening",
-        words=("soil", "seeds", "plant", "garden", "shovel", "roots", "flowers", "compost"),
-        colour="0x30a040",
-        shape_colour="0x603010",
-        shape=(0.15, 0.45),
-        motion="up",
-        speed=0.2,
-        sound="pink",
-        frequency=0.0,
-        level=0.07,
-        mid="/m/0vatt01",
-    ),
-    Topic(
-        name="guitar",
-        activity="playing the guitar",
-        words=("guitar", "strings", "chord", "strum", "frets", "melody", "tuning", "pick"),
-        colour="0x7040b0",
-        shape_colour="0xffd700",
-        shape=(0.5, 0.12),
-        motion="circle",
-        speed=0.3,
-        sound="vibrato",
-        frequency=750.0,
-        level=0.06,
-        mid="/m/0vatt02",
-    ),
-    Topic(
-        name="car repair",
-        activity="repairing a car",
-        words=("engine", "wrench", "tire", "oil", "bolt", "brake", "battery", "jack"),
-        colour="0x506070",
-        shape_colour="0xff3020",
-        shape=(0.35, 0.2),
-        motion="left",
-        speed=0.3,
-        sound="brown",
-        frequency=0.0,
-        level=0.04,
-        mid="/m/0vatt03",
-    ),
-    Topic(
-        name="painting",
-        activity="painting a picture",
-        words=("brush", "canvas", "paint", "palette", "stroke", "easel", "colors", "sketch"),
-        colour="0xc03030",
-        shape_colour="0x20d0f0",
-        shape=(0.2, 0.2),
-        motion="diagonal",
-        speed=0.2,
-        sound="tremolo",
-        frequency=440.0,
-        level=0.05,
-        mid="/m/0vatt04",
-    ),
-    Topic(
-        name="fishing",
-        activity="fishing on a lake",
-        words=("lake", "rod", "bait", "hook", "fish", "boat", "reel", "net"),
-        colour="0x2060c0",
-        shape_colour="0xf0f0f0",
-        shape=(0.4, 0.1),
-        motion="down",
-        speed=0.15,
-        sound="water",
-        frequency=0.0,
-        level=0.1,
-        mid="/m/0vatt05",
-    ),
-    Topic(
-        name="knitting",
-        activity="knitting a scarf",
-        words=("yarn", "needle", "stitch", "wool", "knit", "scarf", "loop", "sweater"),
-        colour="0xe070b0",
-        shape_colour="0x402060",
-        shape=(0.25, 0.25),
-        motion="shake",
-        speed=0.8,
-        sound="beep",
-        frequency=1150.0,
-        level=0.07,
-        mid="/m/0vatt06",
-    ),
-    Topic(
-        name="woodworking",
-        activity="working with wood",
-        words=("wood", "saw", "plank", "drill", "sandpaper", "nail", "hammer", "glue"),
-        colour="0x8b5a2b",
-        shape_colour="0x101010",
-        shape=(0.3, 0.3),
-        motion="blink",
-        speed=1.5,
-        sound="hiss",
-        frequency=0.0,
-        level=0.2,
-        mid="/m/0vatt07",
-    ),
-)
+def _load_topic_table(path: Path = TOPICS_FILE) -> dict:
+    import yaml
 
-# Overlay x/y (and enable) expressions; {t} = t shifted by the per-video phase, {v} = speed,
-# {y} = the lane (fraction of the free height/width) the shape travels along.
-_MOTIONS: dict[str, tuple[str, str, str]] = {
-    "right": ("mod({v}*W*{t},W+w)-w", "(H-h)*{y}", ""),
-    "left": ("W-mod({v}*W*{t},W+w)", "(H-h)*{y}", ""),
-    "up": ("(W-w)*{y}", "H-mod({v}*H*{t},H+h)", ""),
-    "down": ("(W-w)*{y}", "mod({v}*H*{t},H+h)-h", ""),
-    "circle": ("(W-w)/2+0.3*W*cos(2*PI*{v}*{t})", "(H-h)/2+0.3*H*sin(2*PI*{v}*{t})", ""),
-    "diagonal": ("mod({v}*W*{t},W+w)-w", "mod({v}*H*{t},H+h)-h", ""),
-    "shake": ("(W-w)/2+0.35*W*sin(2*PI*{v}*{t})", "(H-h)*{y}", ""),
-    "blink": ("(W-w)/2", "(H-h)*{y}", "lt(mod({v}*{t},1),0.5)"),
-}
+    table = yaml.safe_load(path.read_text())
+    table["topics"] = tuple(
+        Topic(**{**t, "words": tuple(t["words"]), "shape": tuple(t["shape"])})
+        for t in table["topics"]
+    )
+    return table
 
-# lavfi source + filter per sound family; {f} = frequency, {seed} = noise seed.
-_SOUNDS: dict[str, tuple[str, str]] = {
-    "hum": ("sine=f={f}", "tremolo=f=4:d=0.6"),
-    "vibrato": ("sine=f={f}", "vibrato=f=5:d=0.1"),
-    "tremolo": ("sine=f={f}", "tremolo=f=8:d=0.5"),
-    "beep": ("sine=f={f}", "tremolo=f=2:d=0.5"),
-    "pink": ("anoisesrc=color=pink:seed={seed}", ""),
-    "brown": ("anoisesrc=color=brown:seed={seed}", ""),
-    "water": ("anoisesrc=color=white:seed={seed}", "lowpass=f=800"),
-    "hiss": ("anoisesrc=color=blue:seed={seed}", ""),
-}
 
+_TABLE = _load_topic_table()
+# Words that carry no topic, so a caption is not just a bag of topic words.
+FILLER_WORDS: tuple[str, ...] = tuple(_TABLE["filler_words"])
+TOPICS: tuple[Topic, ...] = _TABLE["topics"]
+_MOTIONS: dict[str, tuple[str, str, str]] = {k: tuple(v) for k, v in _TABLE["motions"].items()}
+_SOUNDS: dict[str, tuple[str, str]] = {k: tuple(v) for k, v in _TABLE["sounds"].items()}
 # AudioSet-style family labels: each clip gets its topic's MID plus its sound family's MID.
 SOUND_FAMILY_LABELS: dict[str, tuple[str, str]] = {
-    "tone": ("/m/0vatt10", "Synthetic tone"),
-    "noise": ("/m/0vatt11", "Synthetic noise"),
+    k: (v["mid"], v["name"]) for k, v in _TABLE["sound_family_labels"].items()
 }
-_SOUND_FAMILY = {
-    "hum": "tone",
-    "vibrato": "tone",
-    "tremolo": "tone",
-    "beep": "tone",
-    "pink": "noise",
-    "brown": "noise",
-    "water": "noise",
-    "hiss": "noise",
-}
+_SOUND_FAMILY: dict[str, str] = dict(_TABLE["sound_families"])
 
 
 class SampleCorpusError(RuntimeError):

@@ -1,4 +1,4 @@
-"""VATT objective: NCE (video-audio) + MIL-NCE (video-text) with negatives from every rank.
+"""Contrastive losses with negatives from every rank: NCE and MIL-NCE (spec section 3).
 
 For local clip i with positives P_i (its valid captions) and similarities s = cos / tau:
 
@@ -16,42 +16,19 @@ losses equals the single-process loss on the concatenated batch. `gather_with_gr
 gradients of the gathered copies over ranks in backward, so rank r's embeddings get
 d(sum_r' loss_r')/dx_r = world_size * d(global loss)/dx_r; DDP/DeepSpeed then average
 parameter gradients over ranks (divide by world_size), giving exactly the single-process
-gradient. No torch.distributed call is made when world_size == 1.
+gradient. No torch.distributed call is made when world_size == 1. Any objective family
+(VATT, ALPRO's VTC) builds on these; rank and world size are arguments, never globals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-NORMALIZE_MODES = ("paper", "official")
-
 Gather = Callable[[torch.Tensor, int, int], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights and temperature of the VATT objective."""
-
-    # 0.07: the paper's temperature for both NCE and MIL-NCE.
-    tau: float = 0.07
-    # L = NCE_va + lambda * MILNCE_vt; the paper uses lambda = 1.
-    lambda_vt: float = 1.0
-    # "paper": NCE + lambda * MILNCE;
-    # "official": the TF code's (NCE + lambda * MILNCE) / (1 + lambda).
-    normalize: str = "paper"
-
-    def __post_init__(self) -> None:
-        if not self.tau > 0:
-            raise ValueError(f"loss.tau={self.tau} must be > 0 (e.g. 0.07)")
-        if self.lambda_vt < 0:
-            raise ValueError(f"loss.lambda_vt={self.lambda_vt} must be >= 0")
-        if self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"loss.normalize={self.normalize!r}: choose one of {NORMALIZE_MODES}")
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -184,45 +161,4 @@ def nce(
     )  # audio (B, D) -> (B, 1, D)
 
 
-def total_loss(
-    outputs: dict[str, torch.Tensor],
-    cfg: LossConfig,
-    text_mask: torch.Tensor | None = None,
-    audio_mask: torch.Tensor | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    gather: Gather = gather_with_grad,
-) -> dict[str, torch.Tensor]:
-    """L = NCE(video_va, audio_va) + lambda * MILNCE(video_vt, text_vt) [/ (1 + lambda)].
-
-    Args:
-        outputs: the model's video_va (B, d_va), audio_va (B, d_va), video_vt (B, d_vt),
-            text_vt (B, K, d_vt).
-        cfg: LossConfig.
-        text_mask: (B,) or (B, K), 0 = no text; audio_mask: (B,), 0 = no audio.
-        rank, world_size, gather: see `mil_nce`.
-    Returns:
-        {"loss": scalar with grad, "nce_va": detached, "mil_nce_vt": detached}.
-    """
-    nce_va = nce(
-        outputs["video_va"],
-        outputs["audio_va"],
-        cfg.tau,
-        audio_mask,
-        rank=rank,
-        world_size=world_size,
-        gather=gather,
-    )
-    mil_nce_vt = mil_nce(
-        outputs["video_vt"],
-        outputs["text_vt"],
-        cfg.tau,
-        text_mask,
-        rank=rank,
-        world_size=world_size,
-        gather=gather,
-    )
-    loss = nce_va + cfg.lambda_vt * mil_nce_vt
-    if cfg.normalize == "official":
-        loss = loss / (1.0 + cfg.lambda_vt)
-    return {"loss": loss, "nce_va": nce_va.detach(), "mil_nce_vt": mil_nce_vt.detach()}
+__all__ = ["Gather", "gather_with_grad", "mil_nce", "nce"]

@@ -9,14 +9,41 @@ noise), every draw from an explicit torch/numpy generator. Evaluation: `center_c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from training.config import AugmentConfig
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation (spec section 1); evaluation uses a centre crop."""
+
+    # Random resized crop: fraction of the frame area and aspect ratio range (Inception-style).
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_aspect: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    # Colour jitter strengths (torchvision semantics): factor in [1-s, 1+s], hue shift in [-h, h].
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    # Gaussian noise on the waveform, std = audio_noise * max|x| (spec: 0.01); 0 disables.
+    audio_noise: float = 0.01
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_area
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"augment.crop_area={self.crop_area}: need 0 < min <= max <= 1")
+        lo, hi = self.crop_aspect
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"augment.crop_aspect={self.crop_aspect}: need 0 < min <= max")
+        for name in ("brightness", "contrast", "saturation", "audio_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment.{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"augment.hue={self.hue} must be in [0, 0.5]")
 
 
 def _as_float_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -202,7 +229,7 @@ def augment_clip(
     width: int,
     gen: Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training transform of one clip (cfg: `training.config.AugmentConfig`).
+    """The training transform of one clip (cfg: `AugmentConfig`).
 
     frames: uint8 [T, H0, W0, 3]; audio: float [S] in [-1, 1].
     Returns video float32 [T, height, width, 3] in [-1, 1] and audio float32 [S] in [-1, 1].

@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: object  # training.model.VATT, eval mode
+    model: object  # e.g. training.model.VATT, eval mode
     label: str  # "trained" | "untrained"
     source: dict  # kind, path, step: for the report
     tokenizer: Path | None
@@ -20,8 +20,7 @@ def load_models(path: str | Path, *, untrained: bool, seed: int = 0) -> list[Loa
     random init (seeded), and no training. CheckpointError names the bad path."""
     import torch
 
-    from training.checkpoint import load_pretrained
-    from training.model import VATT
+    from training.export import load_pretrained
 
     model, source = load_pretrained(path)
     info = {"kind": source.kind, "path": str(source.path), "step": source.step}
@@ -29,7 +28,7 @@ def load_models(path: str | Path, *, untrained: bool, seed: int = 0) -> list[Loa
     if untrained:
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
-        baseline = VATT(model.cfg).eval()
+        baseline = type(model)(model.cfg).eval()
         torch.random.set_rng_state(state)
         out.append(
             LoadedModel(

@@ -1,4 +1,4 @@
-"""The one place a DeepSpeed config dict is derived from a TrainConfig (and explained).
+"""DeepSpeed settings of a pretraining run and the one place its config dict is derived.
 
 Batch arithmetic: global batch = micro_batch x grad_accum x world_size; DeepSpeed checks
 the three numbers agree, so all three are written out.
@@ -6,9 +6,40 @@ the three numbers agree, so all three are written out.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from training.config import TrainConfig
+from training.config_io import deep_merge
+
+if TYPE_CHECKING:
+    from training.pretrain.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DeepSpeedConfig:
+    """The knobs the DeepSpeed dict is derived from (`deepspeed_dict` below)."""
+
+    zero_stage: int = 2
+    micro_batch: int = 8  # clips per worker per forward/backward
+    grad_accum: int = 1
+    # "auto": bf16 on GPU, fp32 on CPU; "bf16" / "fp32" force it.
+    precision: str = "auto"
+    offload_optimizer: bool = False  # ZeRO-1/2/3: optimizer states in CPU memory
+    offload_params: bool = False  # ZeRO-3 only: parameters in CPU memory
+    # Merged last into the generated dict, for anything not covered above (logged).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"deepspeed.zero_stage={self.zero_stage}: choose 0, 1, 2 or 3")
+        if self.micro_batch < 1 or self.grad_accum < 1:
+            raise ValueError("deepspeed.micro_batch and deepspeed.grad_accum must be >= 1")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"deepspeed.precision={self.precision!r}: auto, bf16 or fp32")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage=3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
 
 
 def use_bf16(cfg: TrainConfig, on_gpu: bool) -> bool:
@@ -28,15 +59,6 @@ def batch_arithmetic(cfg: TrainConfig, world_size: int) -> str:
         f"global batch {global_batch(cfg, world_size)} = micro {ds.micro_batch} x "
         f"accumulation {ds.grad_accum} x world {world_size}"
     )
-
-
-def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = (
-            _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        )
-    return out
 
 
 def deepspeed_dict(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict[str, Any]:
@@ -66,4 +88,4 @@ def deepspeed_dict(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict[str,
         # Offload normally insists on DeepSpeedCPUAdam (a JIT-compiled op); torch's AdamW
         # steps the offloaded fp32 states just as well, only slower.
         out["zero_force_ds_cpu_optimizer"] = False
-    return _deep_update(out, ds.extra)
+    return deep_merge(out, ds.extra)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation.embed import Embeddings, MediaItem, WindowSpec, extract_embeddings
+from training.eval.benchmarks import read_msrvtt, read_youcook2
+from training.eval.extract import Embeddings, MediaItem, WindowSpec, extract_embeddings
+from training.eval.metrics import CURVE_MAX_K, recall_curve, retrieval_ranks
 
 BENCHMARKS = ("msrvtt", "youcook2")
-CURVE_MAX_K = 50
 
 
 @dataclass
@@ -40,8 +41,6 @@ def load_benchmark(name: str, csv_path: str | Path, videos_dir: str | Path) -> R
 
     Raises ValueError (naming the file) when the CSV itself is unreadable."""
     if name == "msrvtt":
-        from training.retrieval import read_msrvtt
-
         rows, errors = read_msrvtt(csv_path, videos_dir)
         # A video described by several sentences (full MSR-VTT) is embedded once.
         column: dict[Path, int] = {}
@@ -59,8 +58,6 @@ def load_benchmark(name: str, csv_path: str | Path, videos_dir: str | Path) -> R
             list(errors),
         )
     if name == "youcook2":
-        from training.eval_data import read_youcook2
-
         segments, errors = read_youcook2(csv_path, videos_dir)
         return RetrievalSet(
             name,
@@ -71,11 +68,6 @@ def load_benchmark(name: str, csv_path: str | Path, videos_dir: str | Path) -> R
             list(errors),
         )
     raise ValueError(f"benchmark {name!r}: choose one of {BENCHMARKS}")
-
-
-def recall_curve(ranks: np.ndarray, max_k: int = CURVE_MAX_K) -> list[float]:
-    """R@1 .. R@max_k from 1-based ranks."""
-    return [float((ranks <= k).mean()) for k in range(1, max_k + 1)]
 
 
 def score(
@@ -97,7 +89,7 @@ def score(
     The report holds t2v/v2t metrics, recall curves, counts and per-item errors."""
     import torch
 
-    from training.retrieval import embed_texts, retrieval_ranks, tokenize_sentences
+    from training.eval.heldout import embed_texts, tokenize_sentences
 
     began = time.perf_counter()
     spec = WindowSpec.for_model(model.cfg, "video", num_windows, clip_seconds, size)
@@ -200,7 +192,6 @@ __all__ = [
     "BENCHMARKS",
     "RetrievalSet",
     "load_benchmark",
-    "recall_curve",
     "save_embeddings",
     "score",
 ]

@@ -1,21 +1,18 @@
-"""Evaluation benchmarks in their own file formats -> labelled items; audio windows of a file.
+"""Evaluation benchmarks in their own file formats -> labelled items, segments, sentences.
 
-Owns the readers of the downstream sets (spec section 5) and the audio side of decoding:
+Owns the readers of the downstream sets (spec section 5):
+  read_msrvtt           MSR-VTT 1k-A CSV (key, vid_key, video_id, sentence) + <video_id>.mp4
   read_ucf_split        UCF101 split files (classInd.txt, trainlist0N.txt, testlist0N.txt);
                         HMDB51 converted to the same files reads the same way
   read_esc50            ESC-50 meta/esc50.csv (filename, fold, target, category, ...)
   esc50_fold            one fold of the 5-fold protocol: test = that fold, train = the rest
   read_youcook2         YouCook2 validation CSV (end, start, task, text, video_id): segments
                         of longer videos
-  decode_audio_windows  one file -> `num_windows` uniformly spaced mono windows
-MSR-VTT (`read_msrvtt`) and the video windows of a file or of a [start, end] segment
-(`decode_windows`) live in training.retrieval and are re-exported here, so one import gives
-every benchmark reader.
 
 A bad row (unknown class, missing file, empty text, a number that is not one) becomes one
 "file:line: reason" error and is skipped, so the rest is still evaluated; an unreadable list
-file, or one with no usable row, raises ValueError naming it. Plain Python + ffmpeg: no Ray,
-no model.
+file, or one with no usable row, raises ValueError naming it. Plain Python: no Ray, no model,
+no decoding (`training.eval.media` decodes).
 """
 
 from __future__ import annotations
@@ -23,25 +20,15 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from preprocessing.decode import DecodeError, decode_audio
-from training.augment import audio_to_float
-from training.retrieval import (
-    RetrievalItem,
-    VideoDecodeError,
-    decode_windows,
-    read_msrvtt,
-    window_starts,
-)
-
+MSRVTT_COLUMNS = ("key", "video_id", "sentence")  # vid_key is not needed
 ESC50_REQUIRED = ("filename", "fold", "target", "category")
 YOUCOOK2_REQUIRED = ("start", "end", "text", "video_id")  # `task` is kept when present
 # YouCook2 downloads come in whatever container YouTube served.
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
-# decode_audio always passes -t; this many seconds means "to the end of the file".
-_TO_THE_END_S = 1e7
 
 
 @dataclass(frozen=True)
@@ -107,6 +94,49 @@ def _read_csv(path: Path, required: tuple[str, ...], what: str) -> list[dict[str
 def _no_usable(path: Path, errors: list[str]) -> ValueError:
     first = "; ".join(errors[:3]) or "no entries"
     return ValueError(f"{path}: no usable entries ({first})")
+
+
+# ---------------------------------------------------------------------------------------------
+# MSR-VTT
+# ---------------------------------------------------------------------------------------------
+
+
+class RetrievalItem(NamedTuple):
+    """One MSR-VTT sentence and the video it describes."""
+
+    key: str  # the CSV's `key` (e.g. ret0): names the item in error lines
+    video_id: str
+    sentence: str
+    path: Path  # <videos_dir>/<video_id>.mp4
+
+
+def read_msrvtt(
+    csv_path: str | Path, videos_dir: str | Path
+) -> tuple[list[RetrievalItem], list[str]]:
+    """Read an MSR-VTT 1k-A style CSV and match each row to `<videos_dir>/<video_id>.mp4`.
+
+    Returns (items, errors): the usable rows in CSV order, and "key: reason" for rows whose
+    video is missing or whose sentence is empty (the evaluation goes on without them).
+    Raises ValueError, naming the file, when the CSV is unreadable or lacks a column."""
+    csv_path, videos_dir = Path(csv_path), Path(videos_dir)
+    rows = _read_csv(csv_path, MSRVTT_COLUMNS, "retrieval CSV")
+
+    items, errors = [], []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        key = (row.get("key") or "").strip() or f"line {line}"
+        video_id = (row.get("video_id") or "").strip()
+        sentence = " ".join((row.get("sentence") or "").split())
+        if not video_id:
+            errors.append(f"{key}: empty video_id")
+            continue
+        path = videos_dir / f"{video_id}.mp4"
+        if not sentence:
+            errors.append(f"{key}: empty sentence")
+        elif not path.is_file():
+            errors.append(f"{key}: video {path} not found")
+        else:
+            items.append(RetrievalItem(key, video_id, sentence, path))
+    return items, errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,64 +361,11 @@ def read_youcook2(csv_path: str | Path, videos_dir: str | Path) -> tuple[list[Se
     return segments, errors
 
 
-# ---------------------------------------------------------------------------------------------
-# Audio windows
-# ---------------------------------------------------------------------------------------------
-
-
-def decode_audio_windows(
-    path: str | Path,
-    *,
-    samples: int,
-    rate: int,
-    num_windows: int,
-    start: float | None = None,
-    end: float | None = None,
-) -> np.ndarray:
-    """`num_windows` uniformly spaced windows of `samples` samples of a file's audio (or of
-    its [start, end] seconds), mono and resampled to `rate` by ffmpeg.
-
-    Spaced like the video windows (`window_starts`: first at the start, last at the end);
-    audio shorter than a window is padded with silence, as the training loader does.
-    Returns float32 (num_windows, samples) in [-1, 1]. Raises VideoDecodeError with a
-    one-line reason (missing file, no audio stream, nothing decoded)."""
-    path = Path(path)
-    if samples < 1 or rate < 1 or num_windows < 1:
-        raise ValueError(f"samples={samples}, rate={rate}, num_windows={num_windows} must be >= 1")
-    if not path.is_file():
-        raise VideoDecodeError(f"{path} not found")
-    lo = start or 0.0
-    hi = _TO_THE_END_S if end is None else end
-    if not 0.0 <= lo < hi:
-        raise VideoDecodeError(f"segment [{lo:g}, {hi:g}] s is empty or negative")
-    try:
-        pcm = decode_audio(str(path), lo, hi - lo, rate)  # int16 [S]
-    except DecodeError as e:
-        reason = str(e)
-        # ffmpeg's last stderr line for a file without audio is about its stream map.
-        if any(s in reason for s in ("matches no streams", "trailing '?'", "any stream")):
-            reason = "no audio stream"
-        raise VideoDecodeError(reason) from None
-    if len(pcm) == 0:
-        raise VideoDecodeError(
-            "no audio decoded" + ("" if end is None else f" in [{lo:g}, {hi:g}] s")
-        )
-    wave = audio_to_float(pcm).numpy()  # float32 [S]
-    if len(wave) < samples:  # shorter than a window: silence after its end
-        wave = np.concatenate([wave, np.zeros(samples - len(wave), np.float32)])
-    starts = window_starts(len(wave), samples, num_windows)
-    index = np.add.outer(starts, np.arange(samples))  # [W, samples]
-    return wave[index]  # [W, samples]
-
-
 __all__ = [
     "ClassificationSet",
     "LabelledItem",
     "RetrievalItem",
     "Segment",
-    "VideoDecodeError",
-    "decode_audio_windows",
-    "decode_windows",
     "esc50_fold",
     "read_class_index",
     "read_esc50",

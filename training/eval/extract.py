@@ -7,7 +7,7 @@
 A file that cannot be decoded becomes one row that carries its error through the pipeline
 (the embed actors skip it), so one bad file costs one line in the report, never the run.
 The model travels once through the object store as (config, weights); every actor rebuilds
-it. Text is cheap and stays on the driver (`training.retrieval.embed_texts`).
+it. Text is cheap and stays on the driver (`training.eval.heldout.embed_texts`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Embeddings:
 def decode_item(item: MediaItem, spec: WindowSpec) -> np.ndarray:
     """(num_windows, *spec.input_shape()) for one item; raises VideoDecodeError (a reason)."""
     if spec.modality == "video":
-        from training.retrieval import decode_windows
+        from training.eval.media import decode_windows
 
         clips = decode_windows(
             item.path,
@@ -127,8 +127,8 @@ def decode_item(item: MediaItem, spec: WindowSpec) -> np.ndarray:
             end=item.end,
         )
         return clips.numpy()  # uint8 (W, T, H, W, 3)
-    from training.augment import pool_audio
-    from training.eval_data import decode_audio_windows
+    from training.data.augment import pool_audio
+    from training.eval.media import decode_audio_windows
 
     source_samples = round(spec.clip_seconds * SOURCE_AUDIO_RATE)
     stride = source_samples // spec.audio_samples
@@ -150,7 +150,7 @@ def decode_item(item: MediaItem, spec: WindowSpec) -> np.ndarray:
 
 def _decode_batch(batch: dict[str, np.ndarray], spec: WindowSpec) -> dict[str, np.ndarray]:
     """Items -> one row per window (or one error row per undecodable item)."""
-    from training.retrieval import VideoDecodeError
+    from training.eval.media import VideoDecodeError
 
     rows: dict[str, list] = {"idx": [], "window": [], "error": [], "clip": []}
     dtype = np.uint8 if spec.modality == "video" else np.float32
@@ -188,20 +188,18 @@ def _decode_batch(batch: dict[str, np.ndarray], spec: WindowSpec) -> dict[str, n
 
 
 def model_payload(model) -> dict[str, Any]:
-    """What an embed actor needs to rebuild `model`: its config dict and CPU weights."""
+    """What an embed actor needs to rebuild `model`: architecture, config dict, CPU weights."""
     return {
+        "architecture": getattr(model, "architecture", None),
         "config": dataclasses.asdict(model.cfg),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
 
 def build_from_payload(payload: dict[str, Any], device: str = "cpu"):
-    import torch
+    from training.model import build_architecture
 
-    from training.model import VATT, ModelConfig
-
-    with torch.device("meta"):
-        model = VATT(ModelConfig.from_dict(payload["config"]))
+    model = build_architecture(payload.get("architecture"), payload["config"], device="meta")
     state = {k: v.to(device) for k, v in payload["state_dict"].items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
@@ -224,7 +222,7 @@ class Embedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from training.retrieval import to_model_input
+        from training.eval.media import to_model_input
 
         ok = np.array([not e for e in batch["error"]], dtype=bool)
         n = len(ok)
@@ -274,7 +272,8 @@ def extract_embeddings(
     """Embed every window of every item with Ray Data on the connected Ray cluster.
 
     Args:
-        model: a VATT (its config and weights are shipped to the actors).
+        model: a model with encode_video / encode_audio (its architecture, config and
+            weights are shipped to the actors).
         items: files (or segments) to embed; `key`s name them in errors.
         outputs: names from OUTPUTS[spec.modality], e.g. ("video_vt", "video_features").
         actors: model replicas; default one per GPU, else one (CPU inference is

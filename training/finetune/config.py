@@ -4,7 +4,7 @@ A run puts a new linear head on one pretrained VATT tower (video: UCF101/HMDB51-
 files; audio: ESC-50) and trains both with SGD + momentum, a linear warm-up and a cosine
 decay, label smoothing, and mixup for audio (spec section 5). Validation lives in
 `__post_init__` and names the dotted key; `pipeline.configs.from_dict` makes that a one-line
-usage error. Scaling and checkpoint sections are the pretraining ones (training.config).
+usage error. Scaling and checkpoint sections are the pretraining ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.config import AugmentConfig, CheckpointConfig, ScalingConfig
+from training.checkpoint import CheckpointConfig
+from training.data.augment import AugmentConfig
+from training.distributed import ScalingConfig
 
 TASKS = ("video", "audio")
 # `init=preset:<name>`: the architecture of a model preset, randomly initialised (the

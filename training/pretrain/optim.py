@@ -1,4 +1,4 @@
-"""Learning-rate schedule (spec section 4): linear warm-up, then a quarter-period cosine.
+"""Pretraining optimizer (spec section 4): Adam, linear warm-up, then a quarter-period cosine.
 
 lr(step) rises linearly from lr / warmup_steps to lr over the first `warmup_steps` steps,
 then follows  end + (lr - end) * cos(pi/2 * p),  p = (step - warmup) / (decay - warmup),
@@ -9,10 +9,33 @@ and staying there. The paper: 1e-4, 10k warm-up steps, 5e-5 at step 500k.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from training.config import OptimConfig
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam + linear warm-up + quarter-period cosine (spec section 4)."""
+
+    lr: float = 1e-4
+    end_lr: float = 5e-5  # value at `decay_steps`, held afterwards
+    warmup_steps: int = 10_000
+    decay_steps: int = 500_000  # step where the quarter cosine reaches end_lr
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # the paper uses none
+    grad_clip: float = 0.0  # max global grad norm; 0 = off (the paper does not clip)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.end_lr < 0:
+            raise ValueError(f"optim.lr={self.lr}, end_lr={self.end_lr}: need lr > 0, end_lr >= 0")
+        if self.warmup_steps < 0 or self.decay_steps < 1:
+            raise ValueError("optim.warmup_steps must be >= 0 and optim.decay_steps >= 1")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
+            raise ValueError(f"optim.betas={self.betas}: two numbers in [0, 1)")
+        if self.eps <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("optim.eps must be > 0; weight_decay and grad_clip >= 0")
 
 
 def lr_at(step: int, cfg: OptimConfig) -> float:

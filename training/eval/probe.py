@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation.embed import Embeddings, MediaItem, WindowSpec, extract_embeddings
+from training.eval import benchmarks
+from training.eval.classifiers import probe_accuracy
+from training.eval.extract import Embeddings, MediaItem, WindowSpec, extract_embeddings
 
 DATASETS = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
 
@@ -26,7 +28,7 @@ class ProbeTask:
 
     name: str  # "split1", "fold3"
     classes: list[str]
-    train: list  # training.eval_data.LabelledItem
+    train: list  # training.eval.benchmarks.LabelledItem
     test: list
 
 
@@ -51,21 +53,19 @@ def load_probe_data(
     """Read the benchmark's own list files into per-split / per-fold tasks.
 
     Raises ValueError (naming the file) when a list file is unreadable; bad rows are errors."""
-    from training import eval_data
-
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r}: choose one of {sorted(DATASETS)}")
     data = ProbeData(dataset, DATASETS[dataset], [])
     if dataset in ("ucf101", "hmdb51"):
         for split in splits:
-            cs = eval_data.read_ucf_split(splits_dir, videos_dir, split)
+            cs = benchmarks.read_ucf_split(splits_dir, videos_dir, split)
             data.tasks.append(ProbeTask(f"split{split}", cs.classes, cs.train, cs.test))
             data.errors += [e for e in cs.errors if e not in data.errors]
         return data
-    classes, items, errors = eval_data.read_esc50(esc50_csv, audio_dir)
+    classes, items, errors = benchmarks.read_esc50(esc50_csv, audio_dir)
     data.errors += errors
     for fold in folds:
-        cs = eval_data.esc50_fold(classes, items, fold)
+        cs = benchmarks.esc50_fold(classes, items, fold)
         data.tasks.append(ProbeTask(f"fold{fold}", cs.classes, cs.train, cs.test))
     return data
 
@@ -95,8 +95,6 @@ def run_probe(
 
     Returns {label, results: {task: {classifier: {top1, num_train, num_test, chance}}},
     mean: {classifier: mean top1}, num_items, num_scored, num_errors, errors, seconds}."""
-    from training.probe import probe_accuracy
-
     began = time.perf_counter()
     files: dict[str, MediaItem] = {}
     for task in data.tasks:

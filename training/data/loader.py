@@ -25,7 +25,7 @@ import functools
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from preprocessing import shard_format, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.vocab import encode_captions, load_tokenizer
-from training.augment import audio_to_float, augment_clip, pool_audio
-from training.config import DataConfig
+from training.data.augment import AugmentConfig, audio_to_float, augment_clip, pool_audio
 
 # Object-store shard URIs (s3://, gs://, ...) open through pyarrow in every loader process.
 storage.register_webdataset_schemes()
@@ -50,6 +49,72 @@ SHARD_SAMPLE_RATE = int(PreprocessConfig.__dataclass_fields__["sample_rate"].def
 # A worker that skips this many samples in a row is reading a corpus where nothing decodes:
 # that is a configuration error, not a corrupt sample, so it stops instead of spinning.
 MAX_CONSECUTIVE_SKIPS = 1000
+
+
+# --- Where the shards are and how examples are drawn ---------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the shards are and how training examples are drawn from them.
+
+    The clip's *shape* (frames, crop size, audio samples) comes from the model's tokenizer
+    config; this section says how many seconds a clip spans, so frames and audio are
+    subsampled to fit (e.g. the debug model's 8 frames over 3.2 s take every 4th frame at
+    10 fps, and its 6400 audio samples average-pool 48 kHz audio by 24).
+    """
+
+    # Shard folders/files (as written by `vatt preprocess`); "" = that source is not used.
+    howto100m: str = ""
+    audioset: str = ""
+    # Sampling weights of the two sources per example (spec: 50/50); renormalised over the
+    # sources that are set.
+    howto100m_weight: float = 0.5
+    audioset_weight: float = 0.5
+    # tokenizer.json; "" = <howto100m>/tokenizer.json (written by `vatt preprocess howto100m`).
+    tokenizer: str = ""
+    clip_seconds: float = 3.2  # random temporal crop length (32 frames at 10 fps)
+    num_captions: int = 5
+    max_words: int = 16
+    shuffle_buffer: int = 256  # samples held per loader worker for shuffling
+    loader_workers: int = 2  # torch DataLoader worker processes per training worker
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if not (self.howto100m or self.audioset):
+            raise ValueError("data: set data.howto100m and/or data.audioset (shard folders)")
+        for name in ("howto100m_weight", "audioset_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name}={getattr(self, name)} must be >= 0")
+        if self.source_weights() == {}:
+            raise ValueError("data: the weights of the sources that are set sum to 0")
+        if self.clip_seconds <= 0:
+            raise ValueError(f"data.clip_seconds={self.clip_seconds} must be > 0")
+        for name in ("num_captions", "max_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name}={getattr(self, name)} must be >= 1")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer={self.shuffle_buffer} must be >= 1")
+        if self.loader_workers < 0:
+            raise ValueError(f"data.loader_workers={self.loader_workers} must be >= 0")
+
+    def source_weights(self) -> dict[str, float]:
+        """{source: probability} over the sources that are set and have weight > 0."""
+        raw = {
+            "howto100m": self.howto100m_weight if self.howto100m else 0.0,
+            "audioset": self.audioset_weight if self.audioset else 0.0,
+        }
+        total = sum(raw.values())
+        return {k: v / total for k, v in raw.items() if v > 0} if total > 0 else {}
+
+    def tokenizer_path(self) -> str:
+        if self.tokenizer:
+            return self.tokenizer
+        if not self.howto100m:
+            return ""  # AudioSet only: no text, the text tower gets padding
+        if storage.is_uri(self.howto100m):
+            return storage.join(self.howto100m, "tokenizer.json")
+        return f"{self.howto100m.rstrip('/')}/tokenizer.json"
 
 
 # --- What one clip looks like ------------------------------------------------------------------
@@ -431,4 +496,4 @@ def build_loader(
     )
 
 
-__all__ = ["SOURCES", "ClipShape", "ClipStream", "build_loader", "clip_strides"]
+__all__ = ["SOURCES", "ClipShape", "ClipStream", "DataConfig", "build_loader", "clip_strides"]

@@ -1,1 +1,0 @@
-"""Evaluation orchestration: Ray Data embedding extraction, retrieval, linear probes, reports."""

@@ -1,0 +1,1 @@
+"""The data path of training: shards -> decoded, augmented clips -> batches (loader, augment)."""

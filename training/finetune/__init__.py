@@ -1,0 +1,1 @@
+"""Fine-tuning: a pretrained tower + a new classification head, trained with Ray Train (DDP)."""

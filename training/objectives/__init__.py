@@ -1,0 +1,1 @@
+"""Pretraining objectives: the seam (`base.Objective`), shared contrastive losses, families."""

@@ -1,0 +1,1 @@
+"""Pretraining: the run config, optimizer and DeepSpeed settings, the run folder, the loop."""
