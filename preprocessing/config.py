@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from preprocessing import storage
+
 SOURCES = ("howto100m", "audioset")
 
 
@@ -99,4 +101,6 @@ class PreprocessConfig:
         d = dataclasses.asdict(self)
         for k in ("out", "max_error_fraction", "cpus_per_task"):
             d.pop(k)
+        # Rotated credentials inside an input URI do not make it another run.
+        d = {k: storage.redact(v) if isinstance(v, str) else v for k, v in d.items()}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

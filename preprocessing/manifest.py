@@ -85,6 +85,7 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 def write_manifest(rows: list[dict], out: str | Path) -> str:
     path = storage.join(str(out), MANIFEST_FILE)
+    rows = [{**r, "path": storage.redact(r["path"])} for r in rows]  # no credentials on disk
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["clip_id"]), schema=MANIFEST_SCHEMA)
     write_parquet(table, path)
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from preprocessing.storage import redact
+
 
 @dataclass
 class Caption:
@@ -38,6 +40,12 @@ class ErrorRow:
     # Adjustments that are documented behaviour (e.g. a clamped caption time) are recorded
     # with fatal=False: they explain the data but do not count towards the error threshold.
     fatal: bool = True
+
+    def __post_init__(self) -> None:
+        # Rows are persisted (errors.parquet, stats) and printed: one line each, and no
+        # credentials from a URI (file names may hold newlines; URIs may hold secrets).
+        self.reason = redact(" ".join(str(self.reason).split()))
+        self.path = redact(self.path)
 
     def to_dict(self) -> dict:
         return asdict(self)
