@@ -73,9 +73,10 @@ def _check_run_file(cfg: PreprocessConfig) -> None:
 
 
 def _list_inputs(cfg: PreprocessConfig) -> tuple[list[InputVideo], list[ErrorRow]]:
+    extensions = tuple(cfg.video_extensions)
     if cfg.source == "howto100m":
-        return read_howto100m(cfg.videos, cfg.captions)
-    return read_audioset(cfg.videos, cfg.segments)
+        return read_howto100m(cfg.videos, cfg.captions, extensions)
+    return read_audioset(cfg.videos, cfg.segments, extensions)
 
 
 def _probe_all(cfg: PreprocessConfig, inputs: list[InputVideo], show_progress: bool) -> list[dict]:

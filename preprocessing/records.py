@@ -20,7 +20,7 @@ class InputVideo:
 
     source: str  # "howto100m" | "audioset"
     video_id: str  # HowTo100M video id / AudioSet YTID
-    clip_id: str  # unique id of this file: video id (HowTo100M) or <YTID>_<start>_<end>
+    clip_id: str  # unique id of this file: video id (HowTo100M) or <YTID>_<start ms>_<end ms>
     path: str
     captions: list[Caption] = field(default_factory=list)  # HowTo100M only, sorted by start
     labels: list[str] = field(default_factory=list)  # AudioSet label MIDs (kept for probes)
