@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Ray's switch for single-machine platforms (macOS/Windows): with it off, Ray takes
+# 127.0.0.1 as the node address instead of the machine's external one.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def init_ray(
@@ -43,6 +46,7 @@ def init_ray(
     if address:
         ray.init(address=address, log_to_driver=True)
         return f"ray cluster at {address}"
+    _loopback_only()
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=dashboard,
@@ -53,3 +57,20 @@ def init_ray(
     )
     cpus = int(ray.cluster_resources().get("CPU", 0))
     return f"embedded local ray on 127.0.0.1 ({cpus} CPUs)"
+
+
+def _loopback_only() -> None:
+    """Make the embedded Ray bind every port (GCS, raylet, object manager, workers, dashboard
+    and its agents) on 127.0.0.1, so nothing on the network can reach it.
+
+    `ray.init(_node_ip_address="127.0.0.1")` alone does not: Ray 2.60 replaces a loopback
+    node address by the machine's external IP (`services.resolve_ip_for_localhost`), and its
+    servers then listen on that IP or on all interfaces. With Ray's single-machine switch off
+    the node address stays 127.0.0.1 and every server binds to it
+    (tests/test_ray_ports.py lists the listening sockets). The variable is read when
+    `ray._private.ray_constants` is imported, which may already have happened (any module
+    importing ray), so the constant is aligned too; children inherit the variable."""
+    from ray._private import ray_constants
+
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False

@@ -5,10 +5,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from preprocessing import storage
+
 SOURCES = ("howto100m", "audioset")
+# Containers ffmpeg reads that downloaders, phones and screen recorders write; when two files
+# share an id, the earlier extension here is used (the other gets an errors.parquet row).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".flv", ".f4v", ".3gp", ".3g2", ".wmv", ".asf", ".ogv", ".vob", ".mxf", ".dv",
+)  # fmt: skip
+# Bumped when the same settings would give other samples (keys, windows, timing): a run made
+# by an older version is then not resumed into, which would mix the two.
+PLAN_VERSION = 2
 
 
 @dataclass
@@ -16,13 +27,16 @@ class PreprocessConfig:
     """Settings of one `vatt preprocess` run. Paths may be local; object-store URIs come later."""
 
     source: Literal["howto100m", "audioset"]
-    videos: str  # folder of <video_id>.mp4|webm|mkv (HowTo100M) or <YTID>[_<start>_<end>].<ext>
+    videos: str  # folder of <video_id>.<ext> (HowTo100M) or [Y]<YTID>[_<start>_<end>].<ext>
     out: str
     captions: str | None = None  # HowTo100M caption.json
     segments: str | None = None  # AudioSet segments CSV
     # Decoding (spec §1): 10 fps, 48 kHz mono; short side 256 leaves room for a 224 random crop.
     fps: float = 10.0
     short_side: int = 256
+    # Longest displayed side / shortest: a wider (or taller) picture is centre-cropped to this,
+    # so a 400x16 banner gives 640x256 frames, not 6400x256. 2.5 keeps 16:9 and 21:9 whole.
+    max_aspect_ratio: float = 2.5
     sample_rate: int = 48000
     # A stored window is longer than the 3.2 s training window so the loader can crop in time.
     window_seconds: float = 4.0
@@ -45,6 +59,8 @@ class PreprocessConfig:
     max_error_fraction: float = 0.5
     # Ray resources per shard task.
     cpus_per_task: float = 1.0
+    # File extensions (lowercase, with the dot) taken as videos, in order of preference.
+    video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -84,6 +100,14 @@ class PreprocessConfig:
             raise ValueError("max_error_fraction must be in [0, 1]")
         if self.cpus_per_task <= 0:
             raise ValueError("cpus_per_task must be > 0")
+        if not self.max_aspect_ratio >= 1.0:
+            raise ValueError(f"max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
+        bad = [e for e in self.video_extensions if not (e.startswith(".") and e == e.lower())]
+        if not self.video_extensions or bad:
+            raise ValueError(
+                f"video_extensions must be a non-empty list like ['.mp4', '.mkv'] (lowercase, "
+                f"with the dot); bad: {bad or 'empty'}"
+            )
 
     @property
     def frames_per_window(self) -> int:
@@ -99,4 +123,7 @@ class PreprocessConfig:
         d = dataclasses.asdict(self)
         for k in ("out", "max_error_fraction", "cpus_per_task"):
             d.pop(k)
+        # Rotated credentials inside an input URI do not make it another run.
+        d = {k: storage.redact(v) if isinstance(v, str) else v for k, v in d.items()}
+        d["plan_version"] = PLAN_VERSION
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

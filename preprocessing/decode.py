@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ffmpeg
 import numpy as np
 
-from preprocessing.probe import ffmpeg_reason
+from preprocessing.probe import ffmpeg_reason, media_path
 
 
 class DecodeError(Exception):
@@ -35,10 +35,24 @@ class DecodedSpan:
 
 
 def scale_filter_args(short_side: int) -> dict:
-    """Scale so the shorter side is `short_side`, keeping aspect (even width/height)."""
+    """Scale so the shorter side of the *displayed* picture is `short_side` (even sizes).
+
+    `dar` is ffmpeg's display aspect (storage width x pixel aspect / height), so a file with
+    non-square pixels (SAR != 1, e.g. anamorphic DV or phone footage) is not squashed; the
+    output pixels are square (`setsar=1` follows)."""
     return {
-        "w": f"if(gt(iw,ih),-2,{short_side})",
-        "h": f"if(gt(iw,ih),{short_side},-2)",
+        "w": f"if(gte(dar,1),2*round({short_side}*dar/2),{short_side})",
+        "h": f"if(gte(dar,1),{short_side},2*round({short_side}/dar/2))",
+    }
+
+
+def crop_filter_args(max_aspect: float) -> dict:
+    """Centre-crop the long side so the displayed aspect is at most `max_aspect`: a 400x16
+    banner would otherwise become 6400x256 frames. Cropped before scaling, in storage
+    pixels (`sar` converts), so no oversized intermediate frame exists either."""
+    return {
+        "w": f"min(iw,2*trunc(ih*{max_aspect}/sar/2))",
+        "h": f"min(ih,2*trunc(iw*sar*{max_aspect}/2))",
     }
 
 
@@ -72,17 +86,50 @@ def split_jpegs(buf: bytes) -> list[bytes]:
     return frames
 
 
-def _input(path: str, start: float, duration: float, threads: int):
-    return ffmpeg.input(path, ss=f"{start:.3f}", t=f"{duration:.3f}", threads=threads)
+def _input(path: str, start: float, duration: float, threads: int, seek_from: float):
+    """(input node, output options) reading [start, start + duration) of the file's timeline.
+
+    Input seeking (-ss before -i) is fast, but a demuxer that seeks by video keyframes
+    (Matroska/WebM cues) lands on the first keyframe when the target lies before it, dropping
+    the audio packets in between. So up to `seek_from` (when the video stream starts) the
+    file is read from its start and cut on the output side instead. The input -t only bounds
+    reading (ffmpeg counts it from each stream's first frame, so a delayed stream would run
+    long); the output -t, applied after the filters, cuts the range exactly."""
+    name = media_path(path)
+    cut = {"t": f"{duration:.3f}"}
+    if start > seek_from:
+        node = ffmpeg.input(name, ss=f"{start:.3f}", t=f"{duration:.3f}", threads=threads)
+        return node, cut
+    node = ffmpeg.input(name, t=f"{start + duration:.3f}", threads=threads)
+    return node, {"ss": f"{start:.3f}", **cut}
 
 
-def _video(path: str, start: float, duration: float, fps: float, short_side: int, threads: int):
-    """The video graph shared by the pipeline and the decode-only benchmark limit."""
-    return (
-        _input(path, start, duration, threads)
-        .video.filter("fps", fps=fps)
-        .filter("scale", **scale_filter_args(short_side))
-    )
+def _pick(node, stream: int | None, kind: str):
+    """One stream of the input: by ffmpeg index (what probe chose), else the first of `kind`."""
+    return node[str(stream)] if stream is not None and stream >= 0 else node[kind]
+
+
+def _video(
+    path: str,
+    start: float,
+    duration: float,
+    fps: float,
+    short_side: int,
+    threads: int,
+    *,
+    stream: int | None = None,
+    seek_from: float = 0.0,
+    max_aspect: float | None = None,
+):
+    """The video graph shared by the pipeline and the decode-only benchmark limit, and the
+    output options it needs. Frame i is at start + i / fps on the file's timeline: `fps`
+    with start_time=0 repeats the first frame where the video starts later than the range."""
+    node, out = _input(path, start, duration, threads, seek_from)
+    video = _pick(node, stream, "v").filter("fps", fps=fps, start_time=0)
+    if max_aspect is not None:
+        video = video.filter("crop", **crop_filter_args(max_aspect))
+    video = video.filter("scale", **scale_filter_args(short_side)).filter("setsar", 1)
+    return video, out
 
 
 def _run(stream, threads: int, what: str) -> bytes:
@@ -107,22 +154,42 @@ def decode_frames(
     short_side: int,
     qscale: int,
     threads: int = 1,
+    *,
+    stream: int | None = None,
+    seek_from: float = 0.0,
+    max_aspect: float | None = None,
 ) -> list[bytes]:
     """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
-    stream = _video(path, start, duration, fps, short_side, threads).output(
-        "pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"}
+    video, out = _video(
+        path, start, duration, fps, short_side, threads,
+        stream=stream, seek_from=seek_from, max_aspect=max_aspect,
+    )  # fmt: skip
+    stream_out = video.output(
+        "pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"}, **out
     )
-    return split_jpegs(_run(stream, threads, "video"))
+    return split_jpegs(_run(stream_out, threads, "video"))
 
 
 def decode_audio(
-    path: str, start: float, duration: float, sample_rate: int, threads: int = 1
+    path: str,
+    start: float,
+    duration: float,
+    sample_rate: int,
+    threads: int = 1,
+    *,
+    stream: int | None = None,
+    seek_from: float = 0.0,
 ) -> np.ndarray:
-    """Mono int16 PCM of [start, start + duration) at `sample_rate`."""
-    stream = _input(path, start, duration, threads).audio.output(
-        "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate
+    """Mono int16 PCM of [start, start + duration) at `sample_rate`, on the file's timeline:
+    sample j is at start + j / sample_rate. `aresample` with first_pts=0 pads silence where
+    the audio stream starts late (edit lists, a delayed track) and fills gaps inside it."""
+    node, out = _input(path, start, duration, threads, seek_from)
+    graph = (
+        _pick(node, stream, "a")
+        .filter("aresample", sample_rate, **{"async": 1, "first_pts": 0})
+        .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate, **out)
     )
-    return np.frombuffer(_run(stream, threads, "audio"), dtype="<i2").copy()
+    return np.frombuffer(_run(graph, threads, "audio"), dtype="<i2").copy()
 
 
 def decode_span(
@@ -136,9 +203,24 @@ def decode_span(
     qscale: int,
     has_audio: bool,
     threads: int = 1,
+    video_stream: int | None = None,
+    audio_stream: int | None = None,
+    seek_from: float = 0.0,
+    max_aspect: float | None = None,
 ) -> DecodedSpan:
-    frames = decode_frames(path, start, duration, fps, short_side, qscale, threads)
-    audio = decode_audio(path, start, duration, sample_rate, threads) if has_audio else None
+    """Frames and audio of one range. The streams are the ones `probe` chose (default: the
+    first of each kind); `seek_from` is the video stream's start (see `_input`)."""
+    frames = decode_frames(
+        path, start, duration, fps, short_side, qscale, threads,
+        stream=video_stream, seek_from=seek_from, max_aspect=max_aspect,
+    )  # fmt: skip
+    audio = (
+        decode_audio(
+            path, start, duration, sample_rate, threads, stream=audio_stream, seek_from=seek_from
+        )
+        if has_audio
+        else None
+    )
     return DecodedSpan(start, frames, audio, fps, sample_rate)
 
 
@@ -188,10 +270,12 @@ def decode_span_raw(
 ) -> tuple[int, int]:
     """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
     nothing else. Returns (video bytes, audio bytes)."""
-    stream = _video(path, start, duration, fps, short_side, threads).output(
-        "pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads
+    video_graph, out = _video(path, start, duration, fps, short_side, threads)
+    video = _run(
+        video_graph.output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads, **out),
+        threads,
+        "video",
     )
-    video = _run(stream, threads, "video")
     audio = (
         decode_audio(path, start, duration, sample_rate, threads)
         if has_audio

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,7 +50,10 @@ class RunMismatch(ValueError):
 
 def _check_run_file(cfg: PreprocessConfig) -> None:
     path = storage.join(cfg.out, RUN_FILE)
-    record = {"fingerprint": cfg.plan_fingerprint(), "config": {k: v for k, v in vars(cfg).items()}}
+    record = {
+        "fingerprint": cfg.plan_fingerprint(),
+        "config": {k: storage.redact(v) if isinstance(v, str) else v for k, v in vars(cfg).items()},
+    }
     if storage.exists(path):
         old = json.loads(storage.read_text(path))
         if old.get("fingerprint") != record["fingerprint"]:
@@ -59,17 +63,20 @@ def _check_run_file(cfg: PreprocessConfig) -> None:
                 if old.get("config", {}).get(k) != v
                 and k not in ("out", "max_error_fraction", "cpus_per_task")
             )
+            what = f"{', '.join(changed)} differ" if changed else "another version of the job"
             raise RunMismatch(
-                f"{cfg.out} holds a run made with other settings ({', '.join(changed)} differ); use a new --out or delete it"
+                f"{storage.redact(cfg.out)} holds a run made with other settings ({what}); "
+                "use a new --out or delete it"
             )
         return
     storage.write_text(path, json.dumps(record, indent=2))
 
 
 def _list_inputs(cfg: PreprocessConfig) -> tuple[list[InputVideo], list[ErrorRow]]:
+    extensions = tuple(cfg.video_extensions)
     if cfg.source == "howto100m":
-        return read_howto100m(cfg.videos, cfg.captions)
-    return read_audioset(cfg.videos, cfg.segments)
+        return read_howto100m(cfg.videos, cfg.captions, extensions)
+    return read_audioset(cfg.videos, cfg.segments, extensions)
 
 
 def _probe_all(cfg: PreprocessConfig, inputs: list[InputVideo], show_progress: bool) -> list[dict]:
@@ -77,8 +84,8 @@ def _probe_all(cfg: PreprocessConfig, inputs: list[InputVideo], show_progress: b
     when it covers exactly the same files (same clip ids, paths and sizes)."""
     cached = read_manifest(cfg.out)
     rows = [input_row(v) for v in inputs]
-    if cached is not None:
-        want = {(r["clip_id"], r["path"]) for r in rows}
+    if cached is not None:  # the manifest holds redacted paths (no credentials)
+        want = {(r["clip_id"], storage.redact(r["path"])) for r in rows}
         have = {(r["clip_id"], r["path"]) for r in cached}
         if want == have:
             return cached
@@ -177,8 +184,12 @@ def _write_errors(errors: list[ErrorRow], out: str) -> None:
     write_parquet(table, storage.join(out, ERRORS_FILE))
 
 
-def error_kind(reason: str) -> str:
-    """Group reasons for the summary: drop the specifics after ':' / '(' and numbers."""
+def error_kind(reason: str, path: str = "") -> str:
+    """Group reasons for the summary: drop the row's own file path, a leading line number,
+    the specifics after ':' / '(' and numbers (a bucket names a cause, never a machine)."""
+    if path:
+        reason = reason.replace(path, "").lstrip(" :")
+    reason = re.sub(r"^line \d+: ", "", reason)
     head = reason.split(": ", 1)[-1] if reason.startswith(("window ", "caption ")) else reason
     head = head.split(" (")[0].split(": ")[0]
     return " ".join(
@@ -193,7 +204,7 @@ def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
     write_seconds = sum(s["seconds"] for s in per_shard)
     return {
         "source": cfg.source,
-        "out": str(cfg.out),
+        "out": storage.redact(cfg.out),
         "inputs": {
             "listed": len(inputs)
             + sum(1 for e in fatal if e.stage in ("input", "segments", "captions")),
@@ -212,7 +223,7 @@ def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
         "notes": len(errors) - len(fatal),
         "errors_by_stage": dict(Counter(e.stage for e in fatal)),
         "errors_by_reason": dict(
-            Counter(f"{e.stage}: {error_kind(e.reason)}" for e in fatal).most_common()
+            Counter(f"{e.stage}: {error_kind(e.reason, e.path)}" for e in fatal).most_common()
         ),
         "error_fraction": round(len(fatal) / (len(fatal) + samples), 4)
         if (fatal or samples)

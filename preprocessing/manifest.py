@@ -15,9 +15,12 @@ from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.probe import ProbeError, probe
 from preprocessing.records import ErrorRow, InputVideo
-from preprocessing.windows import caption_windows, clamp_captions, segment_windows
+from preprocessing.shard_format import key_prefix
+from preprocessing.windows import caption_windows, clamp_captions, segment_range, segment_windows
 
 MANIFEST_FILE = "manifest.parquet"
+# A stream starting later than this gets a note (AAC priming and B-frame delays are shorter).
+MAX_STREAM_OFFSET_S = 0.25
 MANIFEST_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -30,11 +33,18 @@ MANIFEST_SCHEMA = pa.schema(
         ("has_audio", pa.bool_()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("sar", pa.float64()),
         ("fps", pa.float64()),
         ("video_codec", pa.string()),
         ("audio_codec", pa.string()),
         ("sample_rate", pa.int32()),
         ("audio_channels", pa.int32()),
+        ("video_stream", pa.int32()),
+        ("audio_stream", pa.int32()),
+        ("audio_streams", pa.int32()),
+        ("audio_language", pa.string()),
+        ("video_start", pa.float64()),
+        ("audio_start", pa.float64()),
         ("num_captions", pa.int32()),
         ("labels", pa.list_(pa.string())),
         ("segment_start", pa.float64()),
@@ -85,6 +95,7 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 def write_manifest(rows: list[dict], out: str | Path) -> str:
     path = storage.join(str(out), MANIFEST_FILE)
+    rows = [{**r, "path": storage.redact(r["path"])} for r in rows]  # no credentials on disk
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["clip_id"]), schema=MANIFEST_SCHEMA)
     write_parquet(table, path)
     return path
@@ -97,6 +108,37 @@ def read_manifest(out: str | Path) -> list[dict] | None:
     return pq.read_table(pa.BufferReader(storage.read_bytes(path))).to_pylist()
 
 
+def _stream_notes(video: InputVideo, row: dict, cfg: PreprocessConfig) -> list[ErrorRow]:
+    """What the decode will do differently from the file's plain reading, said once per file
+    (not fatal): which audio stream of several, a late stream start, a cropped long side."""
+    notes: list[str] = []
+    if (row.get("audio_streams") or 0) > 1:
+        lang = row.get("audio_language") or "no language tag"
+        notes.append(
+            f"{row['audio_streams']} audio streams: using stream #{row['audio_stream']} "
+            f"({lang}; the default one, else the first)"
+        )
+    for kind in ("video", "audio"):
+        late = row.get(f"{kind}_start") or 0.0
+        if late > MAX_STREAM_OFFSET_S and (kind == "video" or row["has_audio"]):
+            filler = "the first frame repeats" if kind == "video" else "silence"
+            notes.append(f"{kind} stream starts at {late:.2f}s: {filler} before it")
+    width, height = row.get("width") or 0, row.get("height") or 0
+    if width and height:
+        shape = width * (row.get("sar") or 1.0) / height
+        aspect = max(shape, 1 / shape)
+        if aspect > cfg.max_aspect_ratio + 1e-6:
+            notes.append(
+                f"display aspect {aspect:.2f}:1 is beyond max_aspect_ratio "
+                f"{cfg.max_aspect_ratio:g}: the long side is centre-cropped"
+            )
+    return [_row(video, "probe", n, fatal=False) for n in notes]
+
+
+def _row(video: InputVideo, stage: str, reason: str, fatal: bool = True) -> ErrorRow:
+    return ErrorRow(video.source, video.video_id, stage, reason, video.path, fatal)
+
+
 def plan_clips(
     cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[dict]
 ) -> tuple[list[dict], list[ErrorRow]]:
@@ -104,24 +146,28 @@ def plan_clips(
     by_id = {v.clip_id: v for v in inputs}
     clips: list[dict] = []
     errors: list[ErrorRow] = []
+    key_owner: dict[str, str] = {}  # sample key prefix -> clip id
     for row in sorted(manifest, key=lambda r: r["clip_id"]):
         video = by_id[row["clip_id"]]
         if row["probe_error"]:
-            errors.append(
-                ErrorRow(video.source, video.video_id, "probe", row["probe_error"], video.path)
-            )
+            errors.append(_row(video, "probe", row["probe_error"]))
+            continue
+        prefix = key_prefix(video.clip_id)
+        if prefix in key_owner:  # only a crafted id can reach this (see key_prefix)
+            reason = f"its sample keys would collide with those of {key_owner[prefix]!r}"
+            errors.append(_row(video, "input", reason))
             continue
         duration = row["duration"]
+        offset = 0.0
+        if video.source == "audioset":
+            where = segment_range(duration, video.segment_start, video.segment_end)
+            if isinstance(where, str):
+                errors.append(_row(video, "window", where))
+                continue
+            offset, duration = where[0], where[1] - where[0]
         if duration < cfg.train_window_seconds:
-            errors.append(
-                ErrorRow(
-                    video.source,
-                    video.video_id,
-                    "window",
-                    f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s training window",
-                    video.path,
-                )
-            )
+            short = f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s"
+            errors.append(_row(video, "window", f"{short} training window"))
             continue
         if video.source == "howto100m":
             captions, errs = clamp_captions(video.captions, duration, video.video_id, video.path)
@@ -134,36 +180,37 @@ def plan_clips(
                 cfg.captions_per_window,
             )
             if not windows:
-                errors.append(
-                    ErrorRow(
-                        video.source,
-                        video.video_id,
-                        "window",
-                        "no caption lies inside the video; no window",
-                        video.path,
-                    )
-                )
+                reason = "no caption lies inside the video; no window"
+                errors.append(_row(video, "window", reason))
                 continue
         else:
-            windows = segment_windows(duration, cfg.window_seconds, cfg.train_window_seconds)
-        if not row["has_audio"]:
-            errors.append(
-                ErrorRow(
-                    video.source,
-                    video.video_id,
-                    "probe",
-                    "no audio stream: zero waveform with audio_mask 0",
-                    video.path,
-                    fatal=False,
-                )
+            windows = segment_windows(
+                duration, cfg.window_seconds, cfg.train_window_seconds, offset
             )
+        if not row["has_audio"]:
+            reason = "no audio stream: zero waveform with audio_mask 0"
+            errors.append(_row(video, "probe", reason, fatal=False))
+        errors += _stream_notes(video, row, cfg)
+        key_owner[prefix] = video.clip_id
+        has_audio = bool(row["has_audio"])
         clips.append(
             {
                 "clip_id": video.clip_id,
                 "video_id": video.video_id,
                 "source": video.source,
                 "path": video.path,
-                "has_audio": bool(row["has_audio"]),
+                "has_audio": has_audio,
+                "video_stream": row.get("video_stream"),
+                "audio_stream": row.get("audio_stream") if has_audio else None,
+                "video_start": row.get("video_start") or 0.0,
+                # What the sample's JSON records about the audio it holds.
+                "audio_info": {
+                    "index": row.get("audio_stream"),
+                    "language": row.get("audio_language") or None,
+                    "streams": row.get("audio_streams"),
+                }
+                if has_audio
+                else None,
                 "labels": list(video.labels),
                 "segment_start": video.segment_start,
                 "segment_end": video.segment_end,

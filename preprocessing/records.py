@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from preprocessing.storage import redact
+
 
 @dataclass
 class Caption:
@@ -18,7 +20,7 @@ class InputVideo:
 
     source: str  # "howto100m" | "audioset"
     video_id: str  # HowTo100M video id / AudioSet YTID
-    clip_id: str  # unique id of this file: video id (HowTo100M) or <YTID>_<start>_<end>
+    clip_id: str  # unique id of this file: video id (HowTo100M) or <YTID>_<start ms>_<end ms>
     path: str
     captions: list[Caption] = field(default_factory=list)  # HowTo100M only, sorted by start
     labels: list[str] = field(default_factory=list)  # AudioSet label MIDs (kept for probes)
@@ -38,6 +40,12 @@ class ErrorRow:
     # Adjustments that are documented behaviour (e.g. a clamped caption time) are recorded
     # with fatal=False: they explain the data but do not count towards the error threshold.
     fatal: bool = True
+
+    def __post_init__(self) -> None:
+        # Rows are persisted (errors.parquet, stats) and printed: one line each, and no
+        # credentials from a URI (file names may hold newlines; URIs may hold secrets).
+        self.reason = redact(" ".join(str(self.reason).split()))
+        self.path = redact(self.path)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -32,7 +32,8 @@ from preprocessing.windows import ClipWindow
 
 SHARD_DIR = "shards"
 # Tolerances at the end of a decoded span: the last frame or a few ms of audio can be missing
-# because of rounding and AAC priming; a larger gap means the file really ends early.
+# because of rounding and AAC priming. Fewer frames means the file really ends early (an
+# error); audio that ends before the video is padded with silence, with a note.
 MAX_MISSING_FRAMES = 1
 MAX_MISSING_AUDIO_S = 0.25
 
@@ -105,6 +106,7 @@ def _window_meta(
         "segment": [clip["segment_start"], clip["segment_end"]]
         if clip.get("segment_start") is not None
         else None,
+        "audio_stream": clip.get("audio_info"),
     }
 
 
@@ -114,8 +116,10 @@ def _cut_window(
     frames: list[bytes],
     audio: np.ndarray | None,
     w: ClipWindow,
-) -> tuple[list[bytes], np.ndarray]:
-    """Slice one window out of a decoded span; raise DecodeError if the file ends early."""
+) -> tuple[list[bytes], np.ndarray, str]:
+    """Slice one window out of a decoded span: (frames, audio, note). Raise DecodeError if
+    the video ends early; audio that ends early is padded with silence and the note says so
+    ("" otherwise)."""
     n_frames = round((w.end - w.start) * cfg.fps)
     first = round((w.start - span_start) * cfg.fps)
     got = frames[first : first + n_frames]
@@ -128,20 +132,19 @@ def _cut_window(
     got = got + [got[-1]] * missing  # repeat the last frame for a rounding shortfall
     n_samples = round((w.end - w.start) * cfg.sample_rate)
     if audio is None:
-        return got, np.zeros(n_samples, np.int16)
+        return got, np.zeros(n_samples, np.int16), ""
     offset = round((w.start - span_start) * cfg.sample_rate)
     wav = audio[offset : offset + n_samples]
+    note = ""
     if n_samples - len(wav) > MAX_MISSING_AUDIO_S * cfg.sample_rate:
         t_end = span_start + len(audio) / cfg.sample_rate
-        raise DecodeError(
-            f"audio ends early: decoded audio reaches {t_end:.2f}s, window needs {w.end:.2f}s"
-        )
-    return got, np.pad(wav, (0, n_samples - len(wav)))
+        note = f"audio stream ends at {t_end:.2f}s, before the window's end; padded with silence"
+    return got, np.pad(wav, (0, n_samples - len(wav))), note
 
 
-def _decode_error(clip: dict, w: ClipWindow, err: DecodeError) -> ErrorRow:
+def _decode_error(clip: dict, w: ClipWindow, err: DecodeError, fatal: bool = True) -> ErrorRow:
     reason = f"window {w.start:.2f}-{w.end:.2f}s: {err}"
-    return ErrorRow(clip["source"], clip["video_id"], "decode", reason, clip["path"])
+    return ErrorRow(clip["source"], clip["video_id"], "decode", reason, clip["path"], fatal)
 
 
 def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
@@ -180,6 +183,10 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                         qscale=cfg.jpeg_qscale,
                         has_audio=clip["has_audio"],
                         threads=max(1, int(cfg.cpus_per_task)),
+                        video_stream=clip.get("video_stream"),
+                        audio_stream=clip.get("audio_stream"),
+                        seek_from=clip.get("video_start") or 0.0,
+                        max_aspect=cfg.max_aspect_ratio,
                     )
             except OSError as e:  # an object-store input that cannot be fetched
                 errors += [
@@ -191,10 +198,12 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                 continue
             for w in windows:
                 try:
-                    frames, audio = _cut_window(cfg, span_start, span.frames, span.audio, w)
+                    frames, audio, note = _cut_window(cfg, span_start, span.frames, span.audio, w)
                 except DecodeError as e:
                     errors.append(_decode_error(clip, w, e))
                     continue
+                if note:
+                    errors.append(_decode_error(clip, w, DecodeError(note), fatal=False))
                 meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
                 sink.write(encode_sample(meta, frames, audio))
                 keys.append(meta["key"])

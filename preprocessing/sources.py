@@ -1,7 +1,9 @@
 """Reading the upstream listings: HowTo100M caption.json and AudioSet segment CSVs -> InputVideo.
 
 Everything here is plain Python on the driver. Problems never raise: each becomes an ErrorRow
-(see docs/shard-format.md, "Bad input"), and every good entry is still returned.
+(see docs/shard-format.md, "Bad input"), and every good entry is still returned. Nothing is
+dropped without a row: a second file for the same id, an id listed twice, a caption whose
+text is not a string all leave one.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import json
 import math
 import os
 import re
+import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from preprocessing import storage
+from preprocessing.config import VIDEO_EXTENSIONS
 from preprocessing.records import Caption, ErrorRow, InputVideo
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
 AUDIOSET_HEADER = ["YTID", "start_seconds", "end_seconds", "positive_labels"]
 _SEGMENT_STEM = re.compile(r"^(?P<ytid>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)$")
 
@@ -27,33 +31,107 @@ def _read_input(path: str | Path) -> bytes:
     return storage.read_bytes(str(path)) if storage.is_uri(str(path)) else Path(path).read_bytes()
 
 
-def index_videos(folder: str | Path) -> dict[str, Path | str]:
-    """Map file stem -> path (or URI) for every video file directly under `folder`."""
-    out: dict[str, Path | str] = {}
+def _decode_text(raw: bytes) -> str:
+    """UTF-8, with the byte-order mark that Windows editors and Excel write removed."""
+    return raw.decode("utf-8-sig")
+
+
+def same_id(name: str) -> str:
+    """The form ids are matched in: Unicode NFC. macOS stores file names decomposed (NFD), so
+    `café.mp4` copied from a Mac would not match the id `café` of a caption file."""
+    return unicodedata.normalize("NFC", name)
+
+
+@dataclass
+class VideoIndex:
+    """The files directly under a video folder, by id (file stem, NFC)."""
+
+    files: dict[str, str] = field(default_factory=dict)  # id -> the file used
+    unused: dict[str, list[str]] = field(default_factory=dict)  # id -> more files, not used
+    other: dict[str, list[str]] = field(default_factory=dict)  # id -> non-video files
+
+    def unused_rows(self, source: str, used_ids: set[str]) -> list[ErrorRow]:
+        """One row per file that shares its id with the file used (`x.mp4` and `x.mkv`)."""
+        return [
+            ErrorRow(
+                source,
+                vid,
+                "input",
+                f"{len(names) + 1} files for one id: using {os.path.basename(self.files[vid])}, "
+                f"not {', '.join(os.path.basename(n) for n in names)}",
+                names[0],
+                fatal=False,
+            )
+            for vid, names in sorted(self.unused.items())
+            if vid in used_ids
+        ]
+
+    def missing_reason(self, vid: str, what: str, folder: str, extensions: tuple) -> str:
+        found = self.other.get(same_id(vid))
+        hint = (
+            f"; found {', '.join(os.path.basename(n) for n in found)}, whose extension is not "
+            "in video_extensions"
+            if found
+            else ""
+        )
+        return f"missing {what} (no {vid} with any of {' '.join(extensions)} in {folder}){hint}"
+
+
+def index_videos(folder: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> VideoIndex:
+    """Index every file directly under `folder` (a path or a URI) by its stem. When several
+    video files share a stem, the one whose extension comes first in `extensions` is used."""
     if storage.is_uri(str(folder)):
-        for uri in storage.list_files(str(folder), ""):
-            stem, ext = os.path.splitext(os.path.basename(uri.split("?")[0]))
-            if ext.lower() in VIDEO_EXTENSIONS and stem not in out:
-                out[stem] = uri
-        return out
-    folder = Path(folder)
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in VIDEO_EXTENSIONS and p.stem not in out:
-            out[p.stem] = p
-    return out
+        uris = storage.list_files(str(folder), "")
+        entries = [(os.path.basename(uri.split("?")[0]), uri) for uri in uris]
+    else:
+        # Absolute: Ray workers may run elsewhere, and a relative `-x.mp4` reads as an option.
+        folder = os.path.abspath(folder)
+        entries = [(p.name, str(p)) for p in sorted(Path(folder).iterdir()) if not p.is_dir()]
+    rank = {ext: i for i, ext in enumerate(extensions)}
+    by_id: dict[str, list[tuple[int, str]]] = {}
+    index = VideoIndex()
+    for name, path in entries:
+        stem, ext = os.path.splitext(name)
+        vid = same_id(stem)
+        if ext.lower() in rank:
+            by_id.setdefault(vid, []).append((rank[ext.lower()], path))
+        elif stem:
+            index.other.setdefault(vid, []).append(path)
+    for vid, found in by_id.items():
+        found.sort()
+        index.files[vid] = found[0][1]
+        if len(found) > 1:
+            index.unused[vid] = [p for _, p in found[1:]]
+    return index
 
 
 def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _caption_text(t: object) -> tuple[str | None, str]:
+    """(usable text or None, why it was changed or dropped; "" when taken as it is)."""
+    if isinstance(t, str):
+        return (" ".join(t.split()) or None), ("" if t.strip() else "empty text")
+    if _is_number(t):  # an ASR "42" that a JSON writer stored as a number
+        return f"{t:g}" if isinstance(t, float) else str(
+            t
+        ), f"text is a number ({t!r}), kept as text"
+    if isinstance(t, list) and t and all(isinstance(w, str) for w in t):
+        joined = " ".join(" ".join(t).split())  # word lists from some ASR dumps
+        return (joined or None), ("text is a list of words, joined" if joined else "empty text")
+    kind = "null" if t is None else type(t).__name__
+    return None, f"text is {kind}, not a string"
+
+
 def parse_caption_entry(
     video_id: str, entry: object, path: str
 ) -> tuple[list[Caption] | None, list[ErrorRow]]:
     """Validate one caption.json value. Returns (captions sorted by start, or None if the entry
-    is unusable, and the error rows). Documented adjustments: empty texts and captions with
-    end <= start are dropped, a negative start is clamped to 0; overlaps are kept (HowTo100M's
-    ASR captions overlap often). Out-of-range times are handled once the duration is known."""
+    is unusable, and the error rows). Documented adjustments: captions without usable text
+    and captions with end <= start are dropped, a negative start is clamped to 0, a number or
+    a word list as text is turned into text; overlaps are kept (HowTo100M's ASR captions
+    overlap often). Out-of-range times are handled once the duration is known."""
     errors: list[ErrorRow] = []
 
     def err(reason: str, fatal: bool = True) -> None:
@@ -76,16 +154,19 @@ def parse_caption_entry(
         if not (_is_number(s) and _is_number(e)):
             err(f"caption {i}: start/end are not numbers ({s!r}, {e!r}); dropped", fatal=False)
             continue
-        if not isinstance(t, str) or not t.strip():
-            err(f"caption {i}: empty text; dropped", fatal=False)
+        text, why = _caption_text(t)
+        if text is None:
+            err(f"caption {i}: {why}; dropped", fatal=False)
             continue
+        if why:
+            err(f"caption {i}: {why}", fatal=False)
         if e <= s or e <= 0:
             err(f"caption {i}: end {e} is not after start {s}; dropped", fatal=False)
             continue
         if s < 0:
             err(f"caption {i}: negative start {s} clamped to 0", fatal=False)
             s = 0.0
-        captions.append(Caption(" ".join(t.split()), float(s), float(e)))
+        captions.append(Caption(text, float(s), float(e)))
     captions.sort(key=lambda c: (c.start, c.end))
     if not captions:
         err("no usable captions")
@@ -93,53 +174,98 @@ def parse_caption_entry(
     return captions, errors
 
 
+class _Pairs(list):
+    """A JSON object as the list of its (key, value) pairs: repeated keys stay visible."""
+
+
+def _merge_repeated(
+    video_id: str, entries: list[object], path: str
+) -> tuple[object, list[ErrorRow]]:
+    """An id listed more than once in caption.json: its entries' captions are merged (exact
+    repeats once), with a row; json.loads alone would silently keep only the last one."""
+    merged: dict[str, list] = {"start": [], "end": [], "text": []}
+    seen: set[tuple] = set()
+    for entry in entries:
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), list) for k in merged)):
+            return entries[-1], [
+                ErrorRow(
+                    "howto100m",
+                    video_id,
+                    "captions",
+                    f"id listed {len(entries)} times in {path}; the entries cannot be merged "
+                    "(not all are start/end/text lists), the last is used",
+                    path,
+                )  # fmt: skip
+            ]
+        for s, e, t in zip(entry["start"], entry["end"], entry["text"]):
+            mark = (repr(s), repr(e), repr(t))
+            if mark not in seen:
+                seen.add(mark)
+                for key, value in zip(("start", "end", "text"), (s, e, t)):
+                    merged[key].append(value)
+    note = ErrorRow(
+        "howto100m", video_id, "captions",
+        f"id listed {len(entries)} times in {path}; their captions are merged", path, fatal=False,
+    )  # fmt: skip
+    return merged, [note]
+
+
+def _plain(value: object) -> object:
+    """Turn the `_Pairs` of nested objects back into dicts (last value wins inside an entry,
+    as in json.loads; the entries themselves are checked by `parse_caption_entry`)."""
+    if isinstance(value, _Pairs):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_caption_json(raw: bytes, cap_path: str) -> tuple[dict[str, object] | None, list[ErrorRow]]:
+    """caption.json bytes -> ({video id: entry}, rows), or (None, [the one fatal row])."""
+
+    def fatal(reason: str) -> tuple[None, list[ErrorRow]]:
+        return None, [ErrorRow("howto100m", "", "captions", reason, cap_path)]
+
+    try:
+        data = json.loads(_decode_text(raw), object_pairs_hook=_Pairs)
+    except UnicodeDecodeError as e:
+        return fatal(f"{cap_path} is not UTF-8 ({e.reason} at byte {e.start})")
+    except json.JSONDecodeError as e:
+        return fatal(f"{cap_path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})")
+    if not isinstance(data, _Pairs):
+        return fatal(f"{cap_path}: top level must be an object keyed by video id")
+    grouped: dict[str, list[object]] = {}
+    for video_id, entry in data:
+        grouped.setdefault(video_id, []).append(_plain(entry))
+    entries: dict[str, object] = {}
+    errors: list[ErrorRow] = []
+    for video_id, found in grouped.items():
+        if len(found) == 1:
+            entries[video_id] = found[0]
+        else:
+            entries[video_id], rows = _merge_repeated(video_id, found, cap_path)
+            errors += rows
+    return entries, errors
+
+
 def read_howto100m(
-    videos: str | Path, caption_json: str | Path
+    videos: str | Path,
+    caption_json: str | Path,
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
 ) -> tuple[list[InputVideo], list[ErrorRow]]:
     """caption.json ({video_id: {start, end, text}}) + a video folder -> inputs, errors."""
     cap_path = str(caption_json)
-    errors: list[ErrorRow] = []
     try:
         raw = _read_input(caption_json)
     except OSError as e:
         return [], [
             ErrorRow("howto100m", "", "captions", f"cannot read {cap_path}: {e.strerror}", cap_path)
         ]
+    data, errors = read_caption_json(raw, cap_path)
+    if data is None:
+        return [], errors
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        return [], [
-            ErrorRow(
-                "howto100m",
-                "",
-                "captions",
-                f"{cap_path} is not UTF-8 ({e.reason} at byte {e.start})",
-                cap_path,
-            )
-        ]
-    except json.JSONDecodeError as e:
-        return [], [
-            ErrorRow(
-                "howto100m",
-                "",
-                "captions",
-                f"{cap_path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
-                cap_path,
-            )
-        ]
-    if not isinstance(data, dict):
-        return [], [
-            ErrorRow(
-                "howto100m",
-                "",
-                "captions",
-                f"{cap_path}: top level must be an object keyed by video id",
-                cap_path,
-            )
-        ]
-
-    try:
-        files = index_videos(videos)
+        index = index_videos(videos, extensions)
     except OSError as e:
         return [], [
             ErrorRow(
@@ -156,27 +282,24 @@ def read_howto100m(
         errors.extend(errs)
         if captions is None:
             continue
-        path = files.get(video_id)
+        path = index.files.get(same_id(video_id))
         if path is None:
-            errors.append(
-                ErrorRow(
-                    "howto100m",
-                    video_id,
-                    "input",
-                    f"missing video for caption entry (no {video_id}.mp4/.webm/.mkv in {videos})",
-                    str(videos),
-                )
+            reason = index.missing_reason(
+                video_id, "video for caption entry", str(videos), extensions
             )
+            errors.append(ErrorRow("howto100m", video_id, "input", reason, str(videos)))
             continue
-        inputs.append(InputVideo("howto100m", video_id, video_id, str(path), captions=captions))
-    for stem in sorted(set(files) - set(data)):
+        inputs.append(InputVideo("howto100m", video_id, video_id, path, captions=captions))
+    listed = {same_id(v) for v in data}
+    errors += index.unused_rows("howto100m", {same_id(v.video_id) for v in inputs})
+    for vid in sorted(set(index.files) - listed):
         errors.append(
             ErrorRow(
                 "howto100m",
-                stem,
+                vid,
                 "input",
                 "video has no caption entry; skipped",
-                str(files[stem]),
+                index.files[vid],
                 fatal=False,
             )
         )
@@ -184,13 +307,16 @@ def read_howto100m(
 
 
 def read_audioset(
-    videos: str | Path, segments_csv: str | Path
+    videos: str | Path,
+    segments_csv: str | Path,
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
 ) -> tuple[list[InputVideo], list[ErrorRow]]:
     """An AudioSet segments CSV (three '#' header lines) + a clip folder -> inputs, errors.
-    Clip files may be named <YTID>_<start>_<end>.<ext> (any number format) or <YTID>.<ext>."""
+    Clip files may be named <YTID>_<start>_<end>.<ext> (any number format) or <YTID>.<ext>,
+    each optionally with the `Y` prefix common downloaders add (Y<YTID>...)."""
     seg_path = str(segments_csv)
     try:
-        text = _read_input(segments_csv).decode("utf-8")
+        text = _decode_text(_read_input(segments_csv))
     except OSError as e:
         return [], [
             ErrorRow("audioset", "", "segments", f"cannot read {seg_path}: {e.strerror}", seg_path)
@@ -230,7 +356,7 @@ def read_audioset(
         ]
 
     try:
-        files = index_videos(videos)
+        index = index_videos(videos, extensions)
     except OSError as e:
         return [], [
             ErrorRow(
@@ -241,18 +367,27 @@ def read_audioset(
                 str(videos),
             )
         ]
-    by_segment: dict[tuple[str, float, float], Path] = {}
-    by_ytid: dict[str, Path] = {}
-    for stem, p in files.items():
+    by_segment: dict[tuple[str, float, float], str] = {}
+    for stem in index.files:
         m = _SEGMENT_STEM.match(stem)
         if m:
-            by_segment[(m["ytid"], round(float(m["start"]), 3), round(float(m["end"]), 3))] = p
-        else:
-            by_ytid[stem] = p
+            by_segment[(m["ytid"], round(float(m["start"]), 3), round(float(m["end"]), 3))] = stem
+
+    def find(ytid: str, start: float, end: float) -> str | None:
+        """The stem of the file holding this segment: cut (<YTID>_<start>_<end>) or whole
+        (<YTID>), each also with the Y prefix."""
+        for name in (same_id(ytid), "Y" + same_id(ytid)):
+            stem = by_segment.get((name, round(start, 3), round(end, 3)))
+            if stem is None and name in index.files:
+                stem = name
+            if stem is not None:
+                return stem
+        return None
 
     inputs: list[InputVideo] = []
     errors: list[ErrorRow] = []
     seen: set[str] = set()
+    used: set[str] = set()
     reader = csv.reader(io.StringIO("\n".join(lines[3:])), skipinitialspace=True)
     for lineno, row in enumerate(reader, start=4):
         if not row or all(not c.strip() for c in row):
@@ -282,7 +417,12 @@ def read_audioset(
                 )
             )
             continue
-        if not ytid or start < 0 or end <= start:
+        if (
+            not ytid
+            or not (math.isfinite(start) and math.isfinite(end))
+            or start < 0
+            or end <= start
+        ):
             errors.append(
                 ErrorRow(
                     "audioset",
@@ -294,7 +434,7 @@ def read_audioset(
             )
             continue
         labels = [x.strip() for x in row[3].split(",") if x.strip()]
-        clip_id = f"{ytid}_{start:.3f}_{end:.3f}"
+        clip_id = f"{ytid}_{round(start * 1000)}_{round(end * 1000)}"  # ms: no dots in keys
         if clip_id in seen:
             errors.append(
                 ErrorRow(
@@ -308,27 +448,35 @@ def read_audioset(
             )
             continue
         seen.add(clip_id)
-        path = by_segment.get((ytid, round(start, 3), round(end, 3))) or by_ytid.get(ytid)
-        if path is None:
-            errors.append(
-                ErrorRow(
-                    "audioset",
-                    ytid,
-                    "input",
-                    f"missing clip file for segment {clip_id} in {videos}",
-                    str(videos),
-                )
+        stem = find(ytid, start, end)
+        if stem is None:
+            reason = index.missing_reason(
+                ytid, f"clip file for segment {clip_id}", str(videos), extensions
             )
+            errors.append(ErrorRow("audioset", ytid, "input", reason, str(videos)))
             continue
+        used.add(stem)
         inputs.append(
             InputVideo(
                 "audioset",
                 ytid,
                 clip_id,
-                str(path),
+                index.files[stem],
                 labels=labels,
                 segment_start=start,
                 segment_end=end,
+            )
+        )
+    errors += index.unused_rows("audioset", used)
+    for stem in sorted(set(index.files) - used):
+        errors.append(
+            ErrorRow(
+                "audioset",
+                stem,
+                "input",
+                "clip file matches no segment row; skipped",
+                index.files[stem],
+                fatal=False,
             )
         )
     return inputs, errors

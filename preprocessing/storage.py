@@ -11,12 +11,17 @@ AWS_DEFAULT_REGION (or the instance profile); a bare `S3FileSystem()` ignores
 AWS_ENDPOINT_URL, so every filesystem here comes from `from_uri`. The writers below accept a
 local path or a URI, so one code path serves both: local writes go to a temp name and are
 renamed (a reader never sees half a file); object-store PUTs are atomic per object already.
+
+Secrets: pyarrow also takes credentials inside a URI (`s3://KEY:SECRET@bucket/...`). Such a
+URI works, and the files listed under it keep them; but whatever is persisted or printed goes
+through `redact` first (run.json, summary.json, manifest/errors parquet, stats, logs).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -24,6 +29,36 @@ from urllib.parse import urlsplit
 # Schemes the WebDataset reader should open through pyarrow (gopen has none for them, or
 # only a CLI-based one such as gsutil).
 ARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+
+
+REDACTED = "<redacted>"
+# `scheme://user:password@` and pyarrow's credential options (S3: access_key, secret_key,
+# session_token; GCS: access_token; and the generic spellings of both), anywhere in a text.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#@]*@")
+_SECRET_OPTION = re.compile(
+    r"([?&](?:access_key|secret_key|session_token|access_token|secret|password|token"
+    r"|credential[s]?|sig|signature)=)[^&\s#]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """`text` (a URI, a path, or a message that contains URIs) with every credential
+    replaced by <redacted>; everything else, the location included, is kept."""
+    text = _USERINFO.sub(rf"\g<1>{REDACTED}@", str(text))
+    return _SECRET_OPTION.sub(rf"\g<1>{REDACTED}", text)
+
+
+def redact_tree(value):
+    """`redact` applied to every string of a nested dict / list (a config about to be written
+    beside a run)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 def is_uri(path: str) -> bool:
@@ -43,7 +78,12 @@ def _rebuild(uri: str, path: str) -> str:
     """The URI of `path` on the same filesystem as `uri` (scheme and query options kept)."""
     parts = urlsplit(uri)
     query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{path if parts.scheme != 'file' else '/' + path.lstrip('/')}{query}"
+    # Credentials given in the URI (user:secret@) must reach the files listed under it too.
+    userinfo = parts.netloc.rpartition("@")[0]
+    at = f"{userinfo}@" if userinfo else ""
+    return (
+        f"{parts.scheme}://{at}{path if parts.scheme != 'file' else '/' + path.lstrip('/')}{query}"
+    )
 
 
 def list_files(uri: str, suffix: str) -> list[str]:
@@ -133,8 +173,15 @@ def copy_tree(src: str, dst: str, include: Callable[[str], bool] | None = None) 
     selector = fs.FileSelector(src_root, recursive=True, allow_not_found=True)
     copied = 0
     for info in src_fs.get_file_info(selector):
-        rel = info.path[len(src_root) + 1 :]
-        if info.type != fs.FileType.File or (include is not None and not include(rel)):
+        if info.type != fs.FileType.File:
+            continue
+        rel = relative_key(src_root, info.path)
+        if rel is None:
+            raise ValueError(
+                f"{redact(src)}: refusing to copy {redact(info.path)!r}: it would land outside "
+                f"{redact(dst)} (an object key with '..', an absolute or an empty part)"
+            )
+        if include is not None and not include(rel):
             continue
         if isinstance(dst_fs, fs.LocalFileSystem):
             os.makedirs(os.path.dirname(f"{dst_root}/{rel}"), exist_ok=True)
@@ -146,6 +193,19 @@ def copy_tree(src: str, dst: str, include: Callable[[str], bool] | None = None) 
         )
         copied += 1
     return copied
+
+
+def relative_key(root: str, path: str) -> str | None:
+    """`path` relative to folder `root` when it lies inside it and every part is a plain
+    name; None otherwise. An object store lists keys verbatim, so a key such as
+    `run/ckpt/../../home/x` must not be joined onto a local destination."""
+    if not path.startswith(root + "/"):
+        return None
+    rel = path[len(root) + 1 :]
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return rel
 
 
 def local_mirror(uri: str, kind: str, label: str) -> str:

@@ -6,8 +6,12 @@ The window rule (also in docs/shard-format.md):
   one window covering the whole video if it is at least `train_window_seconds` long, else none.
 - HowTo100M: one window per caption, centred on the caption's midpoint and shifted to lie
   inside the video. A caption whose midpoint is closer than window_seconds/2 to the previous
-  kept window's centre adds no window (so windows overlap by at most half).
-- AudioSet: n = max(1, floor(clip / window)) windows spread evenly over the clip.
+  kept window's centre adds no window (so windows overlap by at most half), nor does one
+  whose shifted window starts where the previous one does (near the end of the video, or in
+  a video shorter than a window): two windows never share a start, so never a sample key.
+- AudioSet: n = max(1, floor(segment / window)) windows spread evenly over the labelled
+  segment: the whole file when it is the cut segment, else the segment's time range within
+  it (`segment_range`).
 Captions per window: the spec's nearest-k algorithm (`nearest_captions`), nearest first.
 """
 
@@ -121,21 +125,47 @@ def caption_windows(
         if center - last_center < length / 2 - 1e-6:  # tolerance: float midpoints
             continue
         start, end = _fit(center, length, duration)
+        if out and start == out[-1].start:  # shifted onto the previous window
+            continue
         last_center = center
         picked = [captions[j] for j in nearest_captions(captions, i, k)]
         out.append(ClipWindow(start, end, anchor=i, captions=picked))
     return out
 
 
-def segment_windows(duration: float, window: float, min_window: float) -> list[ClipWindow]:
-    """AudioSet windows spread evenly over a clip (rule in the module docstring)."""
+# A file at most this much longer than its AudioSet segment is the cut segment (downloaders
+# cut at keyframes or pad a little); a longer one is the whole video.
+SEGMENT_SLACK_S = 0.5
+
+
+def segment_range(
+    duration: float, segment_start: float, segment_end: float
+) -> tuple[float, float] | str:
+    """Where the labelled AudioSet segment lies in a file of `duration` seconds: (start, end)
+    on the file's timeline, or a one-line reason when that cannot be told."""
+    length = segment_end - segment_start
+    if duration <= length + SEGMENT_SLACK_S:  # the cut segment itself
+        return 0.0, duration
+    if duration >= segment_end - SEGMENT_SLACK_S:  # the whole video: cut the segment out
+        return segment_start, min(segment_end, duration)
+    return (
+        f"file is {duration:.2f}s, longer than its {length:g}s segment but ending before the "
+        f"segment's end ({segment_end:g}s): neither the cut segment nor the whole video"
+    )
+
+
+def segment_windows(
+    duration: float, window: float, min_window: float, offset: float = 0.0
+) -> list[ClipWindow]:
+    """AudioSet windows spread evenly over [offset, offset + duration] (rule in the module
+    docstring)."""
     if duration < min_window:
         return []
     length = min(window, duration)
     n = max(1, math.floor(duration / length + 1e-6))
     step = (duration - length) / (n - 1) if n > 1 else 0.0
-    offset = 0.0 if n > 1 else (duration - length) / 2
+    first = offset + (0.0 if n > 1 else (duration - length) / 2)
     return [
-        ClipWindow(round(offset + i * step, 3), round(offset + i * step + length, 3))
+        ClipWindow(round(first + i * step, 3), round(first + i * step + length, 3))
         for i in range(n)
     ]

@@ -203,3 +203,94 @@ def make_howto_corpus(root: Path, videos: int = 4, seconds: float = 12) -> tuple
     caption_json = root / "caption.json"
     caption_json.write_text(json.dumps(captions))
     return folder, caption_json
+
+
+def make_sample(key: str, seed: int = 0) -> dict:
+    """One well-formed AudioSet-style sample (member -> bytes) written by the shard contract's
+    own encoder: 40 real JPEG frames (128x96) and 4 s of 48 kHz audio."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from preprocessing.shard_format import SCHEMA_VERSION, encode_sample
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(40):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
+        frames.append(buf.getvalue())
+    audio = rng.integers(-3000, 3000, 192_000, dtype=np.int16)
+    meta = {
+        "schema_version": SCHEMA_VERSION, "key": key, "source": "audioset",
+        "video_id": key, "clip_id": key, "start": 0.0, "end": 4.0, "fps": 10.0,
+        "num_frames": 40, "height": 96, "width": 128, "frame_sizes": [len(f) for f in frames],
+        "sample_rate": 48000, "num_samples": len(audio), "audio_mask": 1, "speech_ratio": 0.0,
+        "text_mask": 0, "captions": [], "labels": ["/m/01"], "segment": [0.0, 4.0],
+        "audio_stream": {"index": 1, "language": None, "streams": 1},
+    }  # fmt: skip
+    sample = encode_sample(meta, frames, audio)
+    return {k: v for k, v in sample.items() if k != "__key__"}
+
+
+def write_hostile_shards(folder: Path, member_limit: int) -> tuple[list[str], dict[str, str]]:
+    """Shards a reader must survive, next to good samples: returns (good keys, {where the
+    problem is: words its reason must contain}). `member_limit` is the reader's
+    MAX_MEMBER_BYTES in the test (a member one byte over it is written)."""
+    import gzip
+    import io
+    import json
+    import tarfile
+
+    import numpy as np
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    good = make_sample("good_a")
+    meta = json.loads(good["json"])
+    npy = io.BytesIO()  # a header claiming 10^11 samples over 2 kB of data
+    np.lib.format.write_array_header_1_0(
+        npy, {"descr": "<i2", "fortran_order": False, "shape": (10**11,)}
+    )
+    bombed = bytearray(good["mjpeg"])  # every frame's header claims 30000x30000 pixels
+    sof = bombed.find(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    while sof >= 0:
+        bombed[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") * 2
+        sof = bombed.find(b"\xff\xc0", sof + 9)
+    bombed = bytes(bombed)
+    hostile = {
+        "json_list": {**good, "json": b"[]"},
+        "wrong_types": {**good, "json": json.dumps({**meta, "fps": "ten"}).encode()},
+        "npy_claims_1e11": {**good, "npy": npy.getvalue() + bytes(2048)},
+        "jpeg_30000": {**good, "mjpeg": bombed},
+        "over_limit": {**good, "mjpeg": bytes(member_limit + 1)},
+    }
+    main = folder / "hostile-000000.tar"
+    with wds.TarWriter(str(main)) as w:
+        w.write({"__key__": "good_a", **good})
+        for key, sample in hostile.items():
+            w.write({"__key__": key, **sample})
+        w.write({"__key__": "good_a", **good})  # the same key again: a second sample
+    with wds.TarWriter(str(folder / "hostile-000001.tar")) as w:
+        for key in ("good_b", "good_c"):
+            w.write({"__key__": key, **make_sample(key, seed=1)})
+    whole = (folder / "hostile-000001.tar").read_bytes()
+    (folder / "hostile-000001.tar").write_bytes(whole[: len(whole) * 3 // 4])  # truncated
+    with gzip.open(folder / "hostile-000002.tar", "wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as tar:  # a huge member, tiny compressed
+            info = tarfile.TarInfo("huge.npy")
+            info.size = 8 * member_limit
+            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    m = f"{main}:"
+    expected = {
+        f"{m}json_list": "metadata is a JSON list, not an object",
+        f"{m}wrong_types": "metadata 'fps' is 'ten', expected a positive number",
+        f"{m}npy_claims_1e11": "audio header claims 100000000000 samples, over the window's",
+        f"{m}jpeg_30000": "frame 0: header claims",
+        f"{m}over_limit": f".mjpeg member is {member_limit + 1} bytes",
+        f"{m}good_a": "key repeated in this shard",
+        str(folder / "hostile-000001.tar"): "truncated or corrupt tar",
+        str(folder / "hostile-000002.tar"): "gzip-compressed stream, not a plain tar",
+    }
+    return ["good_a", "good_b"], expected

@@ -23,12 +23,13 @@ import torch
 
 from pipeline.cli import main
 from training.checkpoint import (
+    CheckpointError,
     consolidated_state_dict,
     find_latest_checkpoint,
     read_trainer_state,
     validate_checkpoint,
 )
-from training.export import export_weights
+from training.export import export_weights, load_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = (0, 2, 3)
@@ -50,7 +51,7 @@ RANK_SCRIPT = textwrap.dedent(
                             world_size=world)
     import deepspeed
 
-    from training.checkpoint import load_into_engine, write_checkpoint
+    from training.checkpoint import CheckpointError, load_into_engine, write_checkpoint
     from training.data.loader import DataConfig
     from training.pretrain.config import TrainConfig
     from training.model import build_model
@@ -75,6 +76,14 @@ RANK_SCRIPT = textwrap.dedent(
         return {"video": torch.rand(2, 8, 64, 64, 3, generator=gen) * 2 - 1,
                 "audio": torch.rand(2, 6400, generator=gen) * 2 - 1,
                 "text_ids": torch.randint(1, 4096, (2, 2, 16), generator=gen)}
+
+
+    class RunsCode:  # unpickling this runs `touch marker`: a hostile checkpoint's payload
+        def __init__(self, marker):
+            self.marker = str(marker)
+
+        def __reduce__(self):
+            return (os.system, (f"touch {self.marker}",))
 
 
     def full_state(engine):
@@ -117,6 +126,22 @@ RANK_SCRIPT = textwrap.dedent(
         reloaded = full_state(fresh)
         ref["reload_step"] = resumed["step"]
         ref["reload_equal"] = all(torch.equal(reloaded[k], v) for k, v in ref["state_dict"].items())
+        if stage == 2:  # resume from a checkpoint whose model states pickle runs code
+            tampered, marker = out / "z2" / "tampered", out / "z2" / "code_ran"
+            if rank == 0:
+                shutil.copytree(merged, tampered)
+                planted = tampered / "ds" / "mp_rank_00_model_states.pt"
+                torch.save({"module": RunsCode(marker)}, planted)
+                manifest = json.loads((tampered / "manifest_rank0.json").read_text())
+                manifest["files"]["ds/mp_rank_00_model_states.pt"] = planted.stat().st_size
+                (tampered / "manifest_rank0.json").write_text(json.dumps(manifest))
+            dist.barrier()
+            try:
+                load_into_engine(engine_for(stage, seed=2), tampered)
+                ref["tampered_resume"] = "loaded"
+            except CheckpointError as e:
+                ref["tampered_resume"] = str(e)
+            ref["tampered_code_ran"] = marker.exists()
         if rank == 0:
             torch.save(ref, out / f"z{stage}" / "ref.pt")
         dist.barrier()
@@ -201,7 +226,7 @@ def _run_dir(ds_out: Path, stage: int, dest: Path) -> Path:
 
 
 def _ref(ds_out: Path, stage: int) -> dict:
-    return torch.load(ds_out / f"z{stage}" / "ref.pt", weights_only=False)
+    return torch.load(ds_out / f"z{stage}" / "ref.pt", weights_only=True)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -302,7 +327,7 @@ def test_export_then_load_without_ray_or_deepspeed(ds_out, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = torch.load(result_file, weights_only=False)
+    result = torch.load(result_file, weights_only=True)
     assert result["heavy_modules"] == []
     assert result["training"] is False
     for modality in ("video", "audio", "text"):
@@ -387,3 +412,52 @@ def test_files_without_an_architecture_load_as_vatt(ds_out, tmp_path):
     assert isinstance(reloaded, VATT)
     expected = model.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items())
+
+
+class RunsCode:
+    """Unpickling this runs `touch marker`: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(ckpt: Path, rel: str, marker: Path) -> None:
+    """Replace `rel` with a pickle that runs code and fix the manifest listing it, as anyone
+    who can write the checkpoint bucket could."""
+    torch.save({"module": RunsCode(marker)}, ckpt / rel)
+    for manifest_file in ckpt.glob("manifest_rank*.json"):
+        manifest = json.loads(manifest_file.read_text())
+        if rel in manifest["files"]:
+            manifest["files"][rel] = (ckpt / rel).stat().st_size
+            manifest_file.write_text(json.dumps(manifest))
+    assert validate_checkpoint(ckpt) == (True, "ok")
+    assert "posix.system" in torch.serialization.get_unsafe_globals_in_checkpoint(ckpt / rel)
+
+
+def test_resume_refuses_a_checkpoint_whose_pickle_runs_code(ds_out):
+    ref = _ref(ds_out, 2)
+    reason = ref["tampered_resume"]
+    assert "refused ds/mp_rank_00_model_states.pt: its pickle calls posix.system" in reason
+    assert "\n" not in reason and not ref["tampered_code_ran"]
+
+
+@pytest.mark.parametrize(
+    "planted", ["ds/mp_rank_00_model_states.pt", "ds/zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+)
+def test_export_and_pretrained_refuse_a_pickle_that_runs_code(ds_out, tmp_path, capsys, planted):
+    ckpt = _run_dir(ds_out, 2, tmp_path / "run") / "checkpoint_000000004"
+    marker = tmp_path / "code_ran"
+    _plant(ckpt, planted, marker)
+    with pytest.raises(CheckpointError) as e:
+        export_weights(ckpt, tmp_path / "export")
+    assert f"refused {planted}: its pickle calls posix.system" in str(e.value)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="posix.system"):
+        load_pretrained(ckpt)  # --pretrained / init=
+    assert main(["export", str(ckpt), str(tmp_path / "export")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "posix.system" in err
+    assert not marker.exists() and not (tmp_path / "export" / "model.safetensors").exists()

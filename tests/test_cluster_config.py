@@ -63,3 +63,10 @@ def test_image_matches_the_pinned_ray_and_no_credentials_inside(raw):
     # AWS access key ids start with AKIA/ASIA; secrets are never named in the file.
     assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)
     assert not re.search(r"(?i)secret_access_key|aws_session_token|private_key\s*:", text)
+
+
+def test_the_dashboard_listens_on_the_heads_loopback_only(raw):
+    # The dashboard serves the Jobs API: reachable only through `ray dashboard` (SSH tunnel).
+    (head_start,) = [c for c in raw["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in CLUSTER_YAML.read_text()

@@ -149,6 +149,55 @@ def test_preprocess_writes_shards_and_metadata_to_s3(shards):
     assert len(manifest) == 4 and all(r["path"].startswith("s3://") for r in manifest)
 
 
+SECRET = "SECRETxyz0123456789"
+
+
+def test_credentials_in_uris_are_used_but_never_written_or_printed(s3, corpus, tmp_path):
+    """pyarrow takes s3://KEY:SECRET@bucket/... : the job reads and writes with it, and no
+    output file (run.json, summary.json, manifest/errors parquet, stats, shards) nor the
+    log holds the secret."""
+    local_videos, _ = corpus
+    with_key = s3.replace("s3://", f"s3://AKIDTEST:{SECRET}@")
+    storage.upload_file(str(local_videos / "vid0.mp4"), f"{s3}/cred/videos/vid0.mp4")
+    captions = {v: {"start": [1.0], "end": [2.5], "text": ["pour it"]} for v in ("vid0", "gone")}
+    storage.write_text(f"{s3}/cred/caption.json", json.dumps(captions))
+    done = vatt(
+        "preprocess", "howto100m", "--videos", f"{with_key}/cred/videos",
+        "--captions", f"{with_key}/cred/caption.json",
+        "--out", f"{with_key}/cred/out", "--num-cpus", "2", "--no-progress", "short_side=96",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert SECRET not in done.stdout + done.stderr and "<redacted>" in done.stderr
+    written = storage.list_files(f"{s3}/cred/out", "") + storage.list_files(
+        f"{s3}/cred/out/shards", ""
+    )
+    assert len(written) >= 8
+    for uri in written:
+        assert SECRET.encode() not in storage.read_bytes(uri), uri
+    summary = json.loads(storage.read_text(f"{s3}/cred/out/summary.json"))
+    assert (
+        summary["samples_written"] == 1 and summary["out"] == "s3://<redacted>@vatt-test/cred/out"
+    )
+    from preprocessing.manifest import read_manifest
+
+    (row,) = read_manifest(f"{s3}/cred/out")
+    assert row["path"] == "s3://<redacted>@vatt-test/cred/videos/vid0.mp4"
+
+
+def test_copy_tree_refuses_a_key_that_escapes_the_destination(s3, tmp_path):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    client.put_object(Bucket=BUCKET, Key="escape/ckpt/ok.txt", Body=b"fine")
+    # S3 keys are plain strings: '..' is stored, and listed back verbatim by pyarrow.
+    client.put_object(Bucket=BUCKET, Key="escape/ckpt/../../../planted.txt", Body=b"outside")
+    dest = tmp_path / "a" / "b" / "dest"
+    with pytest.raises(ValueError, match=r"refusing to copy .*planted.txt.* outside"):
+        storage.copy_tree(f"{s3}/escape/ckpt", str(dest))
+    assert not list(tmp_path.rglob("planted.txt"))
+
+
 def test_preprocess_rerun_on_s3_skips_finished_shards(shards):
     from preprocessing.jobs import run_preprocess
 

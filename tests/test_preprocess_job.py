@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from conftest import ROOT, VATT, make_clip
+from conftest import ROOT, VATT, ffmpeg, make_clip
 
 from preprocessing.config import PreprocessConfig
 from preprocessing.jobs import run_preprocess
@@ -217,10 +217,17 @@ def test_audioset_segments(tmp_path, ray_local):
     v = tmp_path / "videos"
     make_clip(v / "abcdefghijk_30.000_40.000.mp4", 10)
     make_clip(v / "AAAAAAAAAAA.mp4", 10, audio=None)
+    # The whole YouTube video, downloader-named Y<YTID>, whose labelled segment is 30-40 s; a
+    # clock in the picture: frame brightness = 5 x its time in seconds.
+    ffmpeg(
+        "-f", "lavfi", "-i", "color=c=black:s=32x24:r=10:d=45,geq=lum='5*T':cb=128:cr=128",
+        "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(v / "Ywholevideo0.mp4"),
+    )  # fmt: skip
     (tmp_path / "seg.csv").write_text(
         "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2, num_segs=2, num_unique_labels=1, num_positives=2\n"
         '# YTID, start_seconds, end_seconds, positive_labels\nabcdefghijk, 30.000, 40.000, "/m/04rlf,/m/09x0r"\n'
-        'AAAAAAAAAAA, 0.000, 10.000, "/m/04rlf"\nbroken row without fields\n'
+        'AAAAAAAAAAA, 0.000, 10.000, "/m/04rlf"\nwholevideo0, 30.000, 40.000, "/m/09x0r"\n'
+        "broken row without fields\n"
     )
     cfg = PreprocessConfig(
         source="audioset",
@@ -231,14 +238,26 @@ def test_audioset_segments(tmp_path, ray_local):
     )
     summary = run_preprocess(cfg, show_progress=False)
     samples = [decode_sample(s) for s in wds.WebDataset(list_shards(cfg.out), shardshuffle=False)]
-    assert summary["samples_written"] == len(samples) == 4  # 2 windows per 10 s clip
+    assert summary["samples_written"] == len(samples) == 6  # 2 windows per 10 s segment
     m = {s["key"]: s["meta"] for s in samples}
-    first = m["abcdefghijk_30_000_40_000_00000000"]
+    first = m["abcdefghijk_30000_40000_00000000"]
     assert first["labels"] == ["/m/04rlf", "/m/09x0r"] and first["segment"] == [30.0, 40.0]
     assert all(x["text_mask"] == 0 and x["captions"] == [] for x in m.values())
     assert all(x["speech_ratio"] < 0.3 for x in m.values())
+    # The whole video is windowed over its labelled segment only, and the frames are from there.
+    whole = sorted(
+        (s for s in samples if s["meta"]["video_id"] == "wholevideo0"), key=lambda s: s["key"]
+    )
+    assert [(s["meta"]["start"], s["meta"]["end"]) for s in whole] == [(30.0, 34.0), (36.0, 40.0)]
+    for s in whole:
+        red = s["video"][:, :, :, 0].reshape(len(s["video"]), -1).mean(axis=1)  # [T]
+        clock = (red * 219 / 255 + 16) / 5  # JPEG full range back to the source's luma 5 t
+        assert clock[0] == pytest.approx(s["meta"]["start"], abs=0.5)
+        assert clock[-1] == pytest.approx(s["meta"]["end"] - 0.1, abs=0.5)
     errors = pq.read_table(Path(cfg.out) / "errors.parquet").to_pylist()
     assert any("expected 4 fields" in e["reason"] for e in errors)
+    # The summary groups by cause; no bucket carries a machine path or a line number.
+    assert summary["errors_by_reason"] == {"segments: expected N fields, got N": 1}
 
 
 def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_path):

@@ -1,6 +1,8 @@
 """HowTo100M caption.json and AudioSet segments CSV parsing: good entries kept, bad ones recorded."""
 
 import json
+import os
+import unicodedata
 
 from preprocessing.sources import read_audioset, read_howto100m
 
@@ -90,9 +92,9 @@ def test_audioset_segments_and_both_file_namings(tmp_path):
     (tmp_path / "seg.csv").write_text(HEADER + rows)
     inputs, errors = read_audioset(videos, tmp_path / "seg.csv")
     assert [(v.video_id, v.clip_id, v.labels) for v in inputs] == [
-        ("aaa", "aaa_30.000_40.000", ["/m/01", "/m/02"]),
-        ("bbb", "bbb_0.000_10.000", ["/m/02"]),
-        ("ccc", "ccc_5.000_15.000", ["/m/01"]),
+        ("aaa", "aaa_30000_40000", ["/m/01", "/m/02"]),
+        ("bbb", "bbb_0_10000", ["/m/02"]),
+        ("ccc", "ccc_5000_15000", ["/m/01"]),
     ]
     assert inputs[2].path.endswith("ccc_5_15.mkv")
     msgs = [e.reason for e in errors]
@@ -112,3 +114,83 @@ def test_audioset_wrong_header(tmp_path):
     ]:
         inputs, errors = read_audioset(videos, tmp_path / name)
         assert inputs == [] and len(errors) == 1 and expect in errors[0].reason
+
+
+def test_byte_order_marks_are_accepted(tmp_path):
+    # Windows editors and Excel save UTF-8 with a BOM; Python's json and csv reject it as is.
+    videos = touch_videos(tmp_path / "v", "a.mp4", "bbbbbbbbbbb.mp4")
+    entry = {"a": {"start": [1.0], "end": [2.0], "text": ["café au lait"]}}
+    (tmp_path / "caption.json").write_bytes(json.dumps(entry).encode("utf-8-sig"))
+    inputs, errors = read_howto100m(videos, tmp_path / "caption.json")
+    assert [c.text for c in inputs[0].captions] == ["café au lait"]
+    assert not [e for e in errors if e.fatal]
+    csv_text = HEADER + 'bbbbbbbbbbb, 0.000, 10.000, "/m/01"\n'
+    (tmp_path / "seg.csv").write_bytes(csv_text.encode("utf-8-sig"))
+    inputs, errors = read_audioset(videos, tmp_path / "seg.csv")
+    assert [v.video_id for v in inputs] == ["bbbbbbbbbbb"]
+    assert [e.reason for e in errors] == ["clip file matches no segment row; skipped"]
+
+
+def test_nothing_is_dropped_without_a_row(tmp_path):
+    videos = touch_videos(
+        tmp_path / "v", "twice.mp4", "twice.mkv", "phone.mov", "old.avi", "notes.m4a", "x.txt"
+    )
+    # An id listed twice: json.loads alone keeps only the last entry.
+    (tmp_path / "caption.json").write_text(
+        '{"twice": {"start": [1.0], "end": [2.0], "text": ["first"]},'
+        ' "phone": {"start": [1.0, 2.0, 3.0, 4.0, 5.0], "end": [2.0, 3.0, 4.0, 5.0, 6.0],'
+        '           "text": [42, null, ["word", "list"], {"a": 1}, 2.5]},'
+        ' "old": {"start": [1.0], "end": [2.0], "text": ["avi"]},'
+        ' "notes": {"start": [1.0], "end": [2.0], "text": ["audio only"]},'
+        ' "twice": {"start": [1.0, 3.0], "end": [2.0, 4.0], "text": ["first", "second"]}}'
+    )
+    inputs, errors = read_howto100m(videos, tmp_path / "caption.json")
+    by_id = {v.video_id: v for v in inputs}
+    assert sorted(by_id) == ["old", "phone", "twice"]  # .mov and .avi are videos too
+    assert [c.text for c in by_id["twice"].captions] == ["first", "second"]  # merged, once
+    assert by_id["twice"].path.endswith("twice.mp4")
+    assert [c.text for c in by_id["phone"].captions] == ["42", "word list", "2.5"]
+    reasons = {(e.video_id, e.reason, e.fatal) for e in errors}
+    assert (
+        "twice",
+        f"id listed 2 times in {tmp_path / 'caption.json'}; their captions are merged",
+        False,
+    ) in reasons
+    assert ("twice", "2 files for one id: using twice.mp4, not twice.mkv", False) in reasons
+    assert ("phone", "caption 0: text is a number (42), kept as text", False) in reasons
+    assert ("phone", "caption 1: text is null, not a string; dropped", False) in reasons
+    assert ("phone", "caption 2: text is a list of words, joined", False) in reasons
+    assert ("phone", "caption 3: text is dict, not a string; dropped", False) in reasons
+    (missing,) = [e for e in errors if e.video_id == "notes"]
+    assert (
+        missing.fatal
+        and "found notes.m4a, whose extension is not in video_extensions" in missing.reason
+    )
+    # A custom extension list: .m4a accepted, .avi not.
+    inputs, errors = read_howto100m(videos, tmp_path / "caption.json", (".mp4", ".m4a", ".mov"))
+    assert sorted(v.video_id for v in inputs) == ["notes", "phone", "twice"]
+    assert any(e.video_id == "old" and "found old.avi" in e.reason for e in errors)
+
+
+def test_ids_match_file_names_in_either_unicode_form(tmp_path):
+    # macOS writes file names decomposed (NFD); caption ids are usually composed (NFC).
+    nfd = unicodedata.normalize("NFD", "café")
+    videos = touch_videos(tmp_path / "v", f"{nfd}.mp4")
+    (tmp_path / "caption.json").write_text(
+        json.dumps({"café": {"start": [1.0], "end": [2.0], "text": ["x"]}}, ensure_ascii=False)
+    )
+    inputs, errors = read_howto100m(videos, tmp_path / "caption.json")
+    assert [v.video_id for v in inputs] == ["café"] and not errors
+
+
+def test_audioset_y_prefixed_files(tmp_path):
+    # youtube-dl based AudioSet downloaders name files Y<YTID>[_<start>_<end>].<ext>.
+    videos = touch_videos(tmp_path / "v", "Y--PJHxphWEs_30.000_40.000.mkv", "YAbCdEfGhIjK.mp4")
+    rows = '--PJHxphWEs, 30.000, 40.000, "/m/01"\nAbCdEfGhIjK, 5.000, 15.000, "/m/02"\n'
+    (tmp_path / "seg.csv").write_text(HEADER + rows)
+    inputs, errors = read_audioset(videos, tmp_path / "seg.csv")
+    assert [(v.video_id, os.path.basename(v.path)) for v in inputs] == [
+        ("--PJHxphWEs", "Y--PJHxphWEs_30.000_40.000.mkv"),
+        ("AbCdEfGhIjK", "YAbCdEfGhIjK.mp4"),
+    ]
+    assert not errors

@@ -123,3 +123,12 @@ def test_paths_become_absolute_for_workers():
     assert c.data.audioset == "s3://bucket/audioset"  # URIs untouched
     assert os.path.isabs(c.eval.msrvtt_csv) and os.path.isabs(c.storage)
     assert c.data.tokenizer_path() == os.path.abspath("shards/howto100m") + "/tokenizer.json"
+
+
+def test_print_config_redacts_credentials_in_uris(capsys):
+    from pipeline.cli import main
+
+    uri = "s3://AKIDTEST:SECRETxyz@bucket/runs"
+    assert main(["train", "--config", "debug", f"storage={uri}", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "SECRETxyz" not in out and '"storage": "s3://<redacted>@bucket/runs"' in out

@@ -7,6 +7,7 @@ from preprocessing.windows import (
     caption_windows,
     clamp_captions,
     nearest_captions,
+    segment_range,
     segment_windows,
 )
 
@@ -99,3 +100,26 @@ def test_segment_windows():
     assert [(x.start, x.end) for x in w] == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0)]
     assert [(x.start, x.end) for x in segment_windows(5.0, 4.0, 3.2)] == [(0.5, 4.5)]
     assert segment_windows(3.0, 4.0, 3.2) == []
+
+
+def test_no_two_windows_share_a_start():
+    # Shorter than a window: every window would be the whole video (the same sample key).
+    c = caps((0.5, 1.0), (2.5, 3.0))
+    w = caption_windows(c, duration=3.5, window=4.0, min_window=3.2, k=5)
+    assert [(x.start, x.end, x.anchor) for x in w] == [(0.0, 3.5, 0)]
+    # Near the end: both anchors' windows shift onto [16, 20].
+    c = caps((17.8, 18.4), (19.7, 20.0))
+    w = caption_windows(c, duration=20.0, window=4.0, min_window=3.2, k=5)
+    assert [(x.start, x.end) for x in w] == [(16.0, 20.0)]
+    assert [x.text for x in w[0].captions] == ["c0", "c1"]
+
+
+def test_segment_range_of_cut_clips_and_whole_videos():
+    assert segment_range(10.0, 30.0, 40.0) == (0.0, 10.0)  # the cut segment
+    assert segment_range(10.4, 30.0, 40.0) == (0.0, 10.4)  # cut at a keyframe, a bit long
+    assert segment_range(300.0, 30.0, 40.0) == (30.0, 40.0)  # the whole YouTube video
+    assert segment_range(39.8, 30.0, 40.0) == (30.0, 39.8)  # ends just before the segment end
+    reason = segment_range(20.0, 30.0, 40.0)
+    assert isinstance(reason, str) and "neither the cut segment nor the whole video" in reason
+    w = segment_windows(10.0, 4.0, 3.2, offset=30.0)
+    assert [(x.start, x.end) for x in w] == [(30.0, 34.0), (36.0, 40.0)]

@@ -20,15 +20,24 @@ leaves a directory that `find_latest_checkpoint` skips with a reason.
 `consolidated_state_dict` merges the ZeRO shards of any stage into one fp32 state dict, which
 `training.export` turns into safetensors. DeepSpeed is imported lazily, inside the functions
 that need an engine or ZeRO files. No Ray here: `training.distributed` reports the folder.
+
+Trust boundary: a checkpoint is data, never code. Every `torch.load` of a checkpoint file
+(ours, DeepSpeed's engine on resume and its `zero_to_fp32` on export/`--pretrained`) runs
+with `weights_only=True` and an allow-list of the few DeepSpeed classes its optimizer states
+hold (`_weights_only_loads`); before anything is unpickled, the pickles are scanned and a
+file that names any other callable is refused with a one-line CheckpointError. So whoever
+can write the checkpoint bucket can corrupt weights, not run code on the ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import time
@@ -46,6 +55,18 @@ TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_FORMAT = "vatt-checkpoint-v1"
 _MANIFEST_RE = re.compile(r"^manifest_rank(\d+)\.json$")
 _TMP_SUFFIX = ".tmp"
+# Besides tensors and plain containers, DeepSpeed 0.19.8's checkpoints pickle only these
+# (torch.serialization.get_unsafe_globals_in_checkpoint over ZeRO 0-3 saves, fp32 and bf16;
+# DynamicLossScaler is fp16's). A weights-only load may rebuild them; nothing else.
+ALLOWED_PICKLE_GLOBALS = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+# Read by torch on every torch.load (torch >= 2.4): forces weights_only=True even where the
+# caller (DeepSpeed's engine and zero_to_fp32) explicitly asks for full unpickling.
+_FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
 @dataclass(frozen=True)
@@ -323,13 +344,62 @@ def _require_valid(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def _check_pickles(directory: Path) -> list[str]:
+    """Scan every torch file of a checkpoint (pickle opcodes only: nothing is executed) and
+    refuse one that names a callable outside ALLOWED_PICKLE_GLOBALS. Returns the allowed
+    globals found, which the load then has to allow-list."""
+    needed: set[str] = set()
+    for path in sorted((directory / DS_TAG).rglob("*.pt")):
+        rel = path.relative_to(directory).as_posix()
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception as e:  # not a zip-format torch file, or a corrupt one: never unpickle it
+            raise CheckpointError(
+                f"{directory}: refused {rel}: not a readable torch zip file ({type(e).__name__})"
+            ) from None
+        unknown = sorted(set(names) - set(ALLOWED_PICKLE_GLOBALS))
+        if unknown:
+            raise CheckpointError(
+                f"{directory}: refused {rel}: its pickle calls {', '.join(unknown)}; a "
+                "checkpoint may hold only tensors and DeepSpeed's state (see 'Security' in "
+                "docs/training.md)"
+            )
+        needed |= set(names)
+    return sorted(needed)
+
+
+@contextlib.contextmanager
+def _weights_only_loads(directory: Path):
+    """Every torch.load inside runs with weights_only=True, DeepSpeed's included (see the
+    module docstring); an unpickling refusal becomes a one-line CheckpointError."""
+    allowed = []
+    for name in _check_pickles(directory):
+        module, _, attr = name.rpartition(".")
+        allowed.append(getattr(importlib.import_module(module), attr))
+    saved = os.environ.get(_FORCE_WEIGHTS_ONLY)
+    os.environ[_FORCE_WEIGHTS_ONLY] = "1"
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    except pickle.UnpicklingError as e:
+        # torch's message spans many lines; its "WeightsUnpickler error:" line is the cause.
+        cause = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise CheckpointError(f"{directory}: refused to unpickle: {cause}") from None
+    finally:
+        if saved is None:
+            os.environ.pop(_FORCE_WEIGHTS_ONLY, None)
+        else:
+            os.environ[_FORCE_WEIGHTS_ONLY] = saved
+
+
 def load_into_engine(engine, directory: str | os.PathLike) -> dict[str, Any]:
     """Restore model, optimizer and scheduler state of `engine` (every rank calls this).
 
     Returns the trainer state (step, samples_seen, loader position, ...) to resume counters.
     """
     directory = _require_valid(directory)
-    load_path, _ = engine.load_checkpoint(str(directory), tag=DS_TAG)
+    with _weights_only_loads(directory):
+        load_path, _ = engine.load_checkpoint(str(directory), tag=DS_TAG)
     if load_path is None:
         raise CheckpointError(f"{directory}: DeepSpeed found nothing to load under tag {DS_TAG!r}")
     return read_trainer_state(directory)
@@ -368,24 +438,25 @@ def consolidated_state_dict(directory: str | os.PathLike) -> dict[str, torch.Ten
         stage = None
     if stage is None:  # no trainer state: ZeRO shards exist iff the stage was >= 1
         stage = 1 if any(ds_dir.glob("*zero_pp_rank_*_optim_states.pt")) else 0
-    module_states = torch.load(_model_states_file(ds_dir), map_location="cpu", weights_only=False)
-    module = _strip_module_prefix(module_states["module"])
-    if stage == 0:
-        state_dict = module
-    else:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    with _weights_only_loads(directory):
+        module_states = torch.load(_model_states_file(ds_dir), map_location="cpu")
+        module = _strip_module_prefix(module_states["module"])
+        if stage == 0:
+            state_dict = module
+        else:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        # zero_to_fp32 prints progress (stdout) and progress bars (stderr); the export
-        # command's output is its own report.
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            merged = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=DS_TAG)
-        state_dict = _strip_module_prefix(merged)
-        buffer_names = module_states.get("buffer_names", [])
-        for name in buffer_names:
-            key = name.removeprefix("module.")
-            if key not in state_dict and key in module:
-                state_dict[key] = module[key]
+            # zero_to_fp32 prints progress (stdout) and progress bars (stderr); the export
+            # command's output is its own report.
+            quiet = io.StringIO()
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                merged = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=DS_TAG)
+            state_dict = _strip_module_prefix(merged)
+            buffer_names = module_states.get("buffer_names", [])
+            for name in buffer_names:
+                key = name.removeprefix("module.")
+                if key not in state_dict and key in module:
+                    state_dict[key] = module[key]
     return {
         key: value.float() if value.is_floating_point() else value
         for key, value in state_dict.items()

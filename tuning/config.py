@@ -2,7 +2,7 @@
 from, the search space, the objective, the scheduler (ASHA / PBT / none) and trial resources.
 
 Validation lives in `__post_init__` (ValueError naming the dotted key); whether the searched
-keys exist in the training config is checked by the command, which owns the config builder.
+keys exist in the training config is checked by `tuning.trials.check_space`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""`vatt inspect`: look inside shards (per-sample facts, JSON, a PNG contact sheet)."""
+"""`vatt inspect`: look inside shards (per-sample facts, JSON, a PNG contact sheet).
+
+Shards are read with the guarded reader of the shard contract: a broken or hostile sample
+(malformed JSON, sizes its header lies about, a repeated key, a truncated or compressed tar)
+is listed with its reason and the exit code is 1; a traceback is never printed."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -18,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Decode samples from a shard or a preprocess OUT folder with plain webdataset and "
             "print, per sample: key, source, video shape [T,H,W,3], audio samples and rate, "
-            "masks, speech ratio and captions (nearest first)."
+            "masks, speech ratio and captions (nearest first). Bad samples and shards are "
+            "listed on stderr as 'bad WHERE: REASON'; the exit code is then 1."
         ),
     )
     p.add_argument("path", help="a .tar shard, a shards/ folder, or a preprocess OUT folder")
@@ -92,9 +96,10 @@ def contact_sheet(samples: list[dict], path: str, frames_per_row: int = 6) -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from preprocessing.shard_format import decode_sample, iter_samples, list_shards
+    from preprocessing import storage
+    from preprocessing.shard_format import decode_sample, list_shards, read_shards
 
-    if not Path(args.path).exists():
+    if not storage.is_uri(args.path) and not Path(args.path).exists():
         raise UsageError(f"{args.path}: no such file or folder")
     shards = list_shards(args.path)
     if not shards:
@@ -104,13 +109,22 @@ def run(args: argparse.Namespace) -> int:
         if args.limit == 0
         else max(args.limit, args.sheet_samples if args.contact_sheet else 0)
     )
+    bad: list[str] = []
+
+    def report(where: str, reason: str) -> None:
+        bad.append(where)
+        print(f"bad {storage.redact(where)}: {reason}", file=sys.stderr)
+
     sheet: list[dict] = []
     count = 0
-    for raw in itertools.islice(iter_samples(shards), limit):
+    raws = read_shards(({"url": s} for s in shards), report)
+    for raw in raws:
+        if limit is not None and count >= limit:
+            break
         try:
             sample = decode_sample(raw)
-        except (KeyError, ValueError, OSError) as e:
-            print(f"{raw.get('__key__', '?')}: cannot decode ({e})", file=sys.stderr)
+        except Exception as e:  # hostile input: any decoder's error is this sample's reason
+            report(f"{raw['__url__']}:{raw['__key__']}", " ".join(str(e).split())[:300])
             continue
         info = describe(sample)
         if args.limit == 0 or count < args.limit:
@@ -129,5 +143,5 @@ def run(args: argparse.Namespace) -> int:
     if args.contact_sheet:
         contact_sheet(sheet, args.contact_sheet)
         print(f"contact sheet: {args.contact_sheet} ({len(sheet)} samples)", file=sys.stderr)
-    print(f"{len(shards)} shard(s), {count} sample(s) read", file=sys.stderr)
-    return 0
+    print(f"{len(shards)} shard(s), {count} sample(s) read, {len(bad)} bad", file=sys.stderr)
+    return 1 if bad else 0

@@ -90,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     from pipeline.ray_runtime import init_ray
     from preprocessing.jobs import RunMismatch, run_preprocess
+    from preprocessing.storage import redact
 
     where = init_ray(args.address, args.num_cpus)
-    print(f"vatt preprocess {cfg.source}: {cfg.videos} -> {cfg.out} on {where}", file=sys.stderr)
+    videos, out = redact(cfg.videos), redact(cfg.out)  # URIs may carry credentials
+    print(f"vatt preprocess {cfg.source}: {videos} -> {out} on {where}", file=sys.stderr)
     try:
         summary = run_preprocess(cfg, show_progress=not args.no_progress)
     except RunMismatch as e:
@@ -101,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if summary["error_fraction"] > cfg.max_error_fraction:
         raise JobFailed(
             f"{summary['errors']} errors, {summary['error_fraction']:.1%} of work items, above "
-            f"max_error_fraction={cfg.max_error_fraction}; see {cfg.out}/errors.parquet"
+            f"max_error_fraction={cfg.max_error_fraction}; see {out}/errors.parquet"
         )
     if summary["samples_written"] == 0:
-        raise JobFailed(f"no samples written; see {cfg.out}/errors.parquet")
+        raise JobFailed(f"no samples written; see {out}/errors.parquet")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.configs import add_job_arguments, build, bundled_names
 from pipeline.errors import JobFailed
+from preprocessing.storage import redact
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "train"
 
@@ -87,17 +88,17 @@ def print_summary(s: dict, plots: list[str], file=None) -> None:
     width = max(len(k) for k, _ in rows)
     print("\ntrain summary", file=file)
     for k, v in rows:
-        print(f"  {k:<{width}}  {v}", file=file)
+        print(f"  {k:<{width}}  {redact(str(v))}", file=file)  # URIs may carry credentials
     for p in plots:
         print(f"  {'plot':<{width}}  {p}", file=file)
-    local = s.get("local_dir") or s["run_dir"]
+    local = redact(s.get("local_dir") or s["run_dir"])
     print(f"  {'tensorboard':<{width}}  tensorboard --logdir {local}/tensorboard", file=file)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, args.overrides)
     if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+        print(redact(json.dumps(cfg.to_dict(), indent=2)))
         return 0
     cfg.check_inputs()
     from pipeline.ray_runtime import init_ray

@@ -358,7 +358,7 @@ def ucf101_recording_filter(seed: int, name: str) -> str:
     In UCF101 a group is one actor and setting, and test groups are disjoint from training
     groups, so a probe must generalise across conditions. Here every group gets its own
     lighting and colour balance (contrast, brightness, saturation, hue), within the colour
-    jitter that pretraining augments with (training.config.AugmentConfig): a pretrained
+    jitter that pretraining augments with (training.data.augment.AugmentConfig): a pretrained
     tower has learnt to see the topic through them, an untrained one has not."""
     group = name.rsplit("_g", 1)[1][:2]  # v_<Class>_g<GG>_c<CC>
     rng = random.Random(f"{seed}/ucf101/conditions/g{group}")

@@ -1,7 +1,7 @@
 """The training data loader: shards on disk -> an endless stream of ready batches per rank.
 
 Owns everything between the shard contract (`preprocessing.shard_format`, docs/shard-format.md)
-and the trainer's batch dict; augmentation itself lives in `training.augment`. Data flow, in
+and the trainer's batch dict; augmentation itself lives in `training.data.augment`. Data flow, in
 the order of this file, all of it inside each DataLoader worker:
 
   shard list of a source --(split across ranks x workers, reshuffled every pass, forever)-->
@@ -22,7 +22,6 @@ is reproducible and a resumed run (another start step) does not replay the same 
 from __future__ import annotations
 
 import functools
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,9 +36,6 @@ from preprocessing import shard_format, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.vocab import encode_captions, load_tokenizer
 from training.data.augment import AugmentConfig, audio_to_float, augment_clip, pool_audio
-
-# Object-store shard URIs (s3://, gs://, ...) open through pyarrow in every loader process.
-storage.register_webdataset_schemes()
 
 SOURCES = ("howto100m", "audioset")  # the batch's `source` is the index in this tuple
 # The rates `vatt preprocess` writes by default (10 fps, 48 kHz): used to validate the clip
@@ -219,14 +215,6 @@ class _SkipLog:
                 f"{self.in_a_row} samples in a row failed to load; last: {self.lines[-1]}"
             )
 
-    def tar_error(self, exn: Exception) -> bool:
-        """WebDataset `handler`: an unreadable shard or member is logged; reading goes on."""
-        args = [a for a in getattr(exn, "args", ()) if a is not None]
-        url = next((a for a in reversed(args) if isinstance(a, str) and ".tar" in a), "shard")
-        first = str(args[0]) if args else ""
-        self.add(url, f"{type(exn).__name__}: {first}")
-        return True
-
     def drain(self) -> list[str]:
         lines, self.lines = self.lines, []
         return lines
@@ -238,18 +226,16 @@ def _source_stream(
     consumers: int,
     seed_words: list[int],
     log: _SkipLog,
-) -> wds.WebDataset:
-    """Raw samples of one source for this consumer, repeated forever."""
+) -> wds.DataPipeline:
+    """Raw samples of one source for this consumer, repeated forever. Shards are read by the
+    contract's guarded reader (sizes checked before anything is allocated, a repeated key or
+    a compressed stream refused); every problem it finds is logged and reading goes on."""
     by_shard = len(shards) >= consumers
-    stream = wds.WebDataset(
-        shards,
-        handler=log.tar_error,
+    stream = wds.DataPipeline(
+        wds.SimpleShardList(shards),
         # Shuffling and splitting are both `_ShardSplit`'s job (one seeded permutation per pass).
-        shardshuffle=False,
-        nodesplitter=_ShardSplit(consumer, consumers, by_shard, seed_words),
-        workersplitter=None,
-        # A consumer's pass can legitimately be empty of good samples; `_mix` reports it.
-        empty_check=False,
+        _ShardSplit(consumer, consumers, by_shard, seed_words),
+        functools.partial(shard_format.read_shards, on_problem=log.add),
     )
     if not by_shard:
         stream = stream.compose(
@@ -303,11 +289,9 @@ class _ClipMaker:
         missing = [f".{m}" for m in self.MEMBERS if m not in raw]
         if missing:
             raise ValueError(f"missing member {', '.join(missing)}")
-        meta = json.loads(raw[shard_format.META_MEMBER])
+        meta = shard_format.parse_meta(raw[shard_format.META_MEMBER])  # types checked
         fps, sample_rate = float(meta["fps"]), int(meta["sample_rate"])
         n = len(meta["frame_sizes"])
-        if n != meta["num_frames"]:
-            raise ValueError(f"frame_sizes has {n} entries, num_frames says {meta['num_frames']}")
         frame_stride, audio_stride = self.strides(fps, sample_rate)
         T = self.shape.frames
 

@@ -100,7 +100,7 @@ def decode_windows(
 
 
 def to_model_input(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 clips [..., 3] -> float32 in [-1, 1] (the same map as training.augment)."""
+    """uint8 clips [..., 3] -> float32 in [-1, 1] (the same map as training.data.augment)."""
     return clips.float().div_(127.5).sub_(1.0)
 
 

@@ -4,7 +4,7 @@ examples and the evaluation views (clips x crops).
 A worker decodes its share of the labelled files once (`ClipCache`): video as JPEG frames at
 10 fps (the shards' format, via preprocessing.decode, so fine-tuning sees what pretraining
 saw), audio as a waveform already pooled to the model's rate. Training batches then cut a
-random window from the cache and augment it (training.augment); evaluation cuts `clips`
+random window from the cache and augment it (training.data.augment); evaluation cuts `clips`
 uniformly spaced windows x `crops` spatial crops and averages the logits per item.
 A file that cannot be decoded is an error line, never a crash.
 """

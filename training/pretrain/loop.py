@@ -147,7 +147,7 @@ def _restore(w: Worker, checkpoint: str, notes: list[str]) -> None:
     w.ctx.log(f"resumed from {checkpoint} at step {w.state.step}")
     if w.ctx.rank == 0:
         record = {
-            "checkpoint": checkpoint,
+            "checkpoint": storage.redact(checkpoint),
             "step": w.state.step,
             "saved_checksum": trainer_state.get("param_checksum"),
             "loaded_checksum": param_checksum(w.engine.module),
@@ -330,7 +330,7 @@ def save_checkpoint(w: Worker) -> None:
         "step": state.step,
         "samples_seen": state.samples_seen,
         "loader": {"start_step": state.step, "seed": cfg.seed},
-        "config": cfg.to_dict(),
+        "config": storage.redact_tree(cfg.to_dict()),
         "architecture": w.objective.name,
         "model_config": asdict(w.objective.model_config()),
         "world_size": ctx.world_size,
@@ -360,7 +360,7 @@ def finish(w: Worker, started: float) -> None:
         return
     s = w.state
     summary = {
-        "run_dir": w.run_dir,
+        "run_dir": storage.redact(w.run_dir),
         "steps": s.step,
         "world_size": w.ctx.world_size,
         "batch": batch_arithmetic(w.cfg, w.ctx.world_size),
@@ -429,7 +429,8 @@ def run_training(
     telemetry_dir = local_run_dir(run_dir, cfg.name)
     storage.make_dirs(run_dir)
     storage.write_text(
-        storage.join(run_dir, "train_config.json"), json.dumps(cfg.to_dict(), indent=2)
+        storage.join(run_dir, "train_config.json"),
+        json.dumps(storage.redact_tree(cfg.to_dict()), indent=2),
     )
     # Ray wants an absolute path or a URI; for a URI we hand it the filesystem resolved here
     # (endpoint and region from this environment) so its uploads go where ours do.
@@ -459,9 +460,12 @@ def run_training(
         if checkpoint:
             checkpoint = storage.join(run_dir, posixpath.basename(checkpoint.rstrip("/")))
     summary = json.loads(Path(telemetry_dir, "summary.json").read_text())
+    summary["run_dir"] = run_dir  # the driver's own copy keeps any credentials it was given
     summary["checkpoint"] = checkpoint
     summary["local_dir"] = telemetry_dir  # metrics.csv, tensorboard/, plots on this machine
-    Path(telemetry_dir, "summary.json").write_text(json.dumps(summary, indent=2))
+    # What is written beside the run never holds a credential given in a URI.
+    saved = json.dumps(storage.redact_tree(summary), indent=2)
+    Path(telemetry_dir, "summary.json").write_text(saved)
     push_telemetry(telemetry_dir, run_dir)
     return summary
 
