@@ -23,8 +23,8 @@ RAY_MODULES = {
 # (`training.model` is one unit with its own tests).
 MODULE_ORDER = {
     "preprocessing": [
-        "storage", "records", "config", "sources", "probe", "windows", "manifest", "decode",
-        "vad", "vocab", "shard_format", "shards", "jobs",
+        "storage", "records", "config", "sources", "probe", "windows", "decode",
+        "shard_format", "manifest", "vad", "vocab", "shards", "jobs",
     ],
     "training": [
         "config_io",
