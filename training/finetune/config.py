@@ -176,7 +176,7 @@ class FinetuneConfig:
             )
         if DATASETS[self.dataset] != self.task:
             kind = DATASETS[self.dataset]
-            raise ValueError(f"data.dataset={self.dataset} is a {kind} set, not task={self.task}")
+            raise ValueError(f"data.dataset={self.dataset} holds {kind}, not task={self.task}")
         for key in _NEEDED_KEYS[self.dataset]:
             if not getattr(self.data, key):
                 raise ValueError(f"data.{key}: needed for data.dataset={self.dataset}")
