@@ -144,10 +144,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "linear-probe",
         help="linear probes on frozen video/audio features (low-rank classifier, SVM)",
         description=(
-            "Frozen tower features (the aggregation token) of every window; the paper's "
-            "low-rank classifier C = UV (n = 128, a random 10%% of components per step, Adam "
-            "5e-4) and scikit-learn's linear SVM, fit on training windows, tested by "
-            "window-averaged logits; top-1 accuracy per split or fold."
+            "Frozen tower features (the aggregation token) of every view (window x crop); the "
+            "paper's low-rank classifier C = UV (n = 128, a random 10%% of components per step, "
+            "Adam 5e-4) and scikit-learn's linear SVM, fit on training views, tested by "
+            "view-averaged logits; top-1 accuracy per split, fold or Kinetics CSV."
         ),
         epilog=PROBE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
