@@ -152,11 +152,13 @@ def export_weights(
     shell = _rebuild(architecture, state["model_config"], checkpoint_dir)
     reports = [*evaluations]
     summary = checkpoint_dir.parent / RUN_SUMMARY
-    if summary.is_file():
-        run = json.loads(summary.read_text())
-        # The run's held-out figures describe this checkpoint only if it is the last one.
-        if run.get("eval_after") and run.get("steps") == state["step"]:
-            reports.insert(0, summary)
+    try:
+        run = json.loads(summary.read_text()) if summary.is_file() else {}
+    except (OSError, ValueError):
+        run = {}  # an unreadable summary only costs the card its held-out row
+    # The run's held-out figures describe this checkpoint only if it is the last one.
+    if isinstance(run, dict) and run.get("eval_after") and run.get("steps") == state["step"]:
+        reports.insert(0, summary)
     config = state.get("config") or {}
     return write_export(
         out_dir,
