@@ -123,7 +123,9 @@ def plot_confusion(report: dict, path: Path) -> Path:
     classes = models[0]["classes"]
     n = len(classes)
     side = min(12.0, max(4.0, 0.35 * n + 2))
-    fig, axes = plt.subplots(1, len(models), figsize=(side * len(models), side), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(side * len(models) + 1, side), squeeze=False, layout="constrained"
+    )
     for ax, m in zip(axes[0], models):
         counts = np.asarray(m["confusion"], dtype=float)
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -134,7 +136,7 @@ def plot_confusion(report: dict, path: Path) -> Path:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true class")
         ax.set_title(f"{m['label']}: top-1 {m['top1']:.3f} (chance {m['chance_top1']:.3f})")
-    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of the true class")
     fig.suptitle(f"{report['dataset']} zero-shot")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
