@@ -28,9 +28,8 @@ examples:
       --splits-dir ucfTrainTestlist --videos UCF-101 --splits 1,2,3 --out eval/ucf
   vatt eval linear-probe --model exported/vatt --dataset esc50 \\
       --esc50-csv ESC-50/meta/esc50.csv --audio ESC-50/audio --out eval/esc50
-
-  vatt eval linear-probe --model runs/vatt --dataset kinetics \\
-      --kinetics-train-csv k400/train.csv --kinetics-csv k400/validate.csv --videos k400/videos
+  vatt eval linear-probe --model runs/vatt --dataset kinetics --kinetics-train-csv \\
+      k400/train.csv --kinetics-csv k400/validate.csv --videos k400/videos --out eval/k400
 
 UCF101/HMDB51: classInd.txt, trainlist0N.txt, testlist0N.txt in --splits-dir, videos under
 --videos/<Class>/. ESC-50: esc50.csv (filename, fold, target, category) and the wav folder;
