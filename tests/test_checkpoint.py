@@ -381,7 +381,7 @@ def test_export_help_shows_how_to_load():
         timeout=60,
     )
     assert proc.returncode == 0
-    assert "from training.export import load_exported" in proc.stdout
+    assert "from training.export import from_pretrained" in proc.stdout
 
 
 def test_files_without_an_architecture_load_as_vatt(ds_out, tmp_path):
