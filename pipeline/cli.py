@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "pipeline.commands.finetune",
     "pipeline.commands.tune",
     "pipeline.commands.model_info",
+    "pipeline.commands.plan",
     "pipeline.commands.export",
     "pipeline.commands.eval",
     "pipeline.commands.plot",

@@ -1,12 +1,17 @@
 """The demo's verdict: held-out text->video retrieval of the trained debug model vs chance and
 vs the same model before training, and (given the `vatt eval` folder) the evaluations of the
-trained model vs an untrained one; printed and written to a JSON report."""
+trained model vs an untrained one and chance (retrieval, linear probes, zero-shot
+classification); printed and written to a JSON report."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from training.model_card import headline  # noqa: E402
 
 
 def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
@@ -23,11 +28,13 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
         "loss_last": summary["final"]["loss"],
         "steps": summary["steps"],
         "loss_curve_png": str(Path(run_dir) / "plots" / "loss.png"),
+        "video_audio": video_audio_alignment(summary),
     }
     report["passed"] = report["r1_over_chance"] >= 5 and after["t2v_r1"] > before["t2v_r1"]
     if eval_dir:
         report["evaluations"] = evaluations(Path(eval_dir))
-        report["passed"] &= all(e["trained_beats_untrained"] for e in report["evaluations"])
+        required = [e for e in report["evaluations"] if e["required"]]
+        report["passed"] &= all(e["trained_beats_untrained"] for e in required)
     Path(out).write_text(json.dumps(report, indent=2))
     print(
         f"\nheld-out text->video retrieval on {report['held_out_videos']} MSR-VTT-style videos\n"
@@ -37,43 +44,55 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
         f"  loss {report['loss_first']:.3f} -> {report['loss_last']:.3f} over "
         f"{report['steps']} steps; curve: {report['loss_curve_png']}\n"
         f"  {'PASS' if report['passed'] else 'FAIL'}: R@1 >= 5x chance and above the untrained "
-        f"model{', and every evaluation above the untrained model' if eval_dir else ''} ({out})"
+        f"model{', and every evaluation marked * above the untrained model' if eval_dir else ''}"
+        f" ({out})"
     )
     for e in report.get("evaluations", []):
         print(
-            f"  {e['name']:<9} {e['metric']:<15} untrained {e['untrained']:.3f} -> trained "
-            f"{e['trained']:.3f}  ({e['scored']} scored)"
+            f"  {'*' if e['required'] else ' '} {e['name']:<19} {e['metric']:<20} untrained "
+            f"{e['untrained']:.3f} -> trained {e['trained']:.3f}  (chance {e['chance']:.3f}; "
+            f"{e['scored']} scored)"
+        )
+    va = report["video_audio"]
+    if va:
+        print(
+            f"  video-audio NCE at the last step {va['nce_va']:.3f}, its chance level "
+            f"ln(2B - 1) = {va['chance_level']:.3f} for global batch {va['global_batch']}: "
+            f"{'aligned' if va['learnt'] else 'audio is not aligned with video yet'}, so audio "
+            "zero-shot (through the video-audio space) is reported, not required"
         )
     return 0 if report["passed"] else 1
+
+
+def video_audio_alignment(summary: dict) -> dict | None:
+    """The last NCE_va against its chance level: with one denominator over both directions
+    (spec section 3) a model that tells no clip from another scores ln(2B - 1)."""
+    final, steps = summary.get("final") or {}, summary.get("steps") or 0
+    if "nce_va" not in final or not steps:
+        return None
+    batch = round(summary["samples_seen"] / steps)
+    chance = math.log(2 * batch - 1)
+    return {
+        "nce_va": final["nce_va"],
+        "global_batch": batch,
+        "chance_level": chance,
+        "learnt": final["nce_va"] < chance - 0.1,
+    }
 
 
 def evaluations(eval_dir: Path) -> list[dict]:
     """Headline number of every `vatt eval ... --compare-untrained` report under eval_dir."""
     rows = []
     for path in sorted(eval_dir.glob("*/report.json")):
-        r = json.loads(path.read_text())
-        models = {m["label"]: m for m in r["models"]}
-        if "untrained" not in models:
+        report = json.loads(path.read_text())
+        row = headline(report, path.parent.name)
+        if row is None or row["untrained"] is None:
             continue
-        if "benchmark" in r:  # retrieval
-            metric = "t2v R@1"
-            values = {k: m["t2v"]["r1"] for k, m in models.items()}
-        else:  # linear probe: the paper's classifier when it ran, else the first one
-            clf = "low_rank" if "low_rank" in models["trained"]["mean"] else None
-            clf = clf or next(iter(models["trained"]["mean"]))
-            metric = f"{clf} top-1"
-            values = {k: m["mean"][clf] for k, m in models.items()}
-        rows.append(
-            {
-                "name": path.parent.name,
-                "metric": metric,
-                "trained": values["trained"],
-                "untrained": values["untrained"],
-                "trained_beats_untrained": values["trained"] > values["untrained"],
-                "scored": models["trained"]["num_scored"],
-                "report": str(path),
-            }
-        )
+        row["trained_beats_untrained"] = row["trained"] > row["untrained"]
+        # Audio zero-shot needs audio aligned with video (NCE_va), which the short debug run
+        # does not reach (see video_audio_alignment): shown, not part of the verdict.
+        row["required"] = row["metric"] != "zero-shot top-1" or report.get("modality") != "audio"
+        rows.append(row | {"report": str(path)})
     return rows
 
 

@@ -93,12 +93,13 @@ def make_clip(
 @pytest.fixture(scope="session")
 def sample_shards(tmp_path_factory) -> dict[str, Path]:
     """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos;
-    UCF101-style 3 groups x 8 classes, ESC-50-style 5 x 8 sounds, 4 YouCook2-style videos)
-    preprocessed once per session into real shards (short side 96 to keep it quick).
+    UCF101-style 3 groups x 8 classes, ESC-50-style 5 x 8 sounds, 4 YouCook2-style videos,
+    Kinetics-style 3 x 8 clips: 2 train + 1 validation per class) preprocessed once per
+    session into real shards (short side 96 to keep it quick).
 
     Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer,
     ucf101_root (holds videos/ and splits/), esc50_csv, esc50_audio, youcook2_csv,
-    youcook2_videos."""
+    youcook2_videos, kinetics_train_csv, kinetics_val_csv, kinetics_videos."""
     from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
     from preprocessing.config import PreprocessConfig
     from preprocessing.jobs import run_preprocess
@@ -112,6 +113,7 @@ def sample_shards(tmp_path_factory) -> dict[str, Path]:
             **dict(videos=8, audioset_clips=4, msrvtt_videos=8, seed=0),
             **dict(min_video_s=20, max_video_s=40),
             **dict(ucf101_groups=3, esc50_clips_per_class=5, youcook2_videos=4),
+            kinetics_clips_per_class=3,
         ),
     )
     inputs = {
@@ -140,6 +142,9 @@ def sample_shards(tmp_path_factory) -> dict[str, Path]:
         "esc50_audio": corpus / "esc50" / "audio",
         "youcook2_csv": corpus / "youcook2" / "youcookii_val.csv",
         "youcook2_videos": corpus / "youcook2" / "videos",
+        "kinetics_train_csv": corpus / "kinetics" / "annotations" / "train.csv",
+        "kinetics_val_csv": corpus / "kinetics" / "annotations" / "validate.csv",
+        "kinetics_videos": corpus / "kinetics" / "videos",
     }
 
 

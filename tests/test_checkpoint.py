@@ -381,7 +381,7 @@ def test_export_help_shows_how_to_load():
         timeout=60,
     )
     assert proc.returncode == 0
-    assert "from training.export import load_exported" in proc.stdout
+    assert "from training.export import from_pretrained" in proc.stdout
 
 
 def test_files_without_an_architecture_load_as_vatt(ds_out, tmp_path):
@@ -461,3 +461,36 @@ def test_export_and_pretrained_refuse_a_pickle_that_runs_code(ds_out, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "posix.system" in err
     assert not marker.exists() and not (tmp_path / "export" / "model.safetensors").exists()
+
+
+def test_save_pretrained_folder_loads_with_from_pretrained(tmp_path):
+    """A model in memory -> the from_pretrained layout (weights, config, tokenizer, model card)
+    -> the same model back, in eval mode."""
+    from training.export import from_pretrained, save_pretrained
+    from training.model import VATT, make_config
+
+    torch.manual_seed(0)
+    model = VATT(make_config("debug")).eval()
+    tokenizer = tmp_path / "tok.json"
+    tokenizer.write_text('{"fake": "tokenizer"}')
+    out = save_pretrained(
+        model, tmp_path / "pretrained", tokenizer=tokenizer, trained_steps=7,
+        training_config={"preset": "debug", "optim": {"lr": 0.001}},
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "tokenizer.json",
+    ]  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert (config["architecture"], config["preset"], config["trained_steps"]) == (
+        "vatt",
+        "debug",
+        7,
+    )
+    assert config["training_config"]["optim"]["lr"] == 0.001
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: vatt-ray") and "7 training steps" in card
+    assert "No evaluation was measured" in card and "| parameters | 0.8 M |" in card
+    loaded = from_pretrained(out)
+    assert not loaded.training
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())

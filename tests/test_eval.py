@@ -1,4 +1,4 @@
-"""`vatt eval retrieval|linear-probe` on the sample corpus: Ray Data extraction, real ffmpeg,
+"""`vatt eval retrieval|linear-probe` (zero-shot classification: test_zeroshot.py) on the sample corpus: Ray Data extraction, real ffmpeg,
 a pretrained debug model against an untrained one, and bad items that are reported, not fatal."""
 
 from __future__ import annotations
@@ -152,6 +152,27 @@ def test_linear_probe_esc50_folds_trained_beats_untrained(
     assert trained["mean"]["low_rank"] > untrained["mean"]["low_rank"]
 
 
+def test_linear_probe_on_kinetics_csvs_with_multi_view_testing(
+    trained_debug, sample_shards, ray_local, tmp_path
+):
+    out = tmp_path / "kinetics"
+    code = vatt_eval(
+        "linear-probe", "--model", trained_debug["export"], "--dataset", "kinetics",
+        "--kinetics-train-csv", sample_shards["kinetics_train_csv"],
+        "--kinetics-csv", sample_shards["kinetics_val_csv"],
+        "--videos", sample_shards["kinetics_videos"], "--out", out,
+        "--windows", "2", "--classifier", "svm",
+    )  # fmt: skip
+    assert code == 0
+    (trained,) = json.loads((out / "report.json").read_text())["models"]
+    assert set(trained["results"]) == {"validate"}
+    assert trained["views"] == {"clips": 2, "crops": 3}  # Kinetics default: 3 crops a window
+    svm = trained["results"]["validate"]["svm"]
+    # 16 training clips x 6 views each are the examples; 8 validation clips are scored.
+    assert (svm["num_train"], svm["num_test"], trained["num_errors"]) == (16 * 6, 8, 0)
+    assert svm["top1"] > svm["chance"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad command lines: one line, exit 2, before Ray or a model is touched
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +187,8 @@ def test_linear_probe_esc50_folds_trained_beats_untrained(
           "y", "--out", "o"], "invalid choice: 'kinetics'"),
         (["linear-probe", "--model", ".", "--dataset", "esc50", "--out", "o"],
          "--esc50-csv is required"),
+        (["linear-probe", "--model", ".", "--dataset", "kinetics", "--kinetics-csv", ".",
+          "--videos", ".", "--out", "o"], "--kinetics-train-csv is required"),
         (["linear-probe", "--model", ".", "--dataset", "ucf101", "--splits-dir", ".",
           "--videos", ".", "--out", "o", "--classifier", "knn"], "--classifier knn"),
         (["retrieval", "--model", "README.md", "--benchmark", "msrvtt", "--csv", "README.md",

@@ -13,10 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_clip
 
 from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
-from training.eval.benchmarks import esc50_fold, read_esc50, read_ucf_split, read_youcook2
+from training.eval.benchmarks import (
+    esc50_fold,
+    read_esc50,
+    read_kinetics,
+    read_ucf_split,
+    read_youcook2,
+)
 from training.eval.media import VideoDecodeError, decode_audio_windows, decode_windows
 
 TOPICS = 3
@@ -29,6 +36,7 @@ def corpus(tmp_path_factory) -> Path:
     config = SampleCorpusConfig(
         **dict(videos=0, audioset_clips=0, msrvtt_videos=0, num_topics=TOPICS),
         **dict(ucf101_groups=2, ucf101_max_s=5, esc50_clips_per_class=5, youcook2_videos=2),
+        kinetics_clips_per_class=0,  # the Kinetics reader is tested on its own files below
     )
     generate_sample_corpus(out, config)
     return out
@@ -274,3 +282,124 @@ def test_audio_decode_errors_are_one_line_reasons(tmp_path):
     with pytest.raises(VideoDecodeError) as e:
         decode_audio_windows(junk, samples=100, rate=8000, num_windows=1)
     assert "\n" not in str(e.value) and str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinetics CSVs and clip layouts (the reader only lists files: empty ones do)
+# ---------------------------------------------------------------------------------------------
+
+K400_HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"  # K400 adds is_cc
+
+
+def _touch(root: Path, *parts: str) -> Path:
+    path = root.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_kinetics_clips_are_found_in_every_common_layout(tmp_path):
+    videos = tmp_path / "videos"
+    a = _touch(videos, "train", "abseiling", "AAAAAAAAAAA_000014_000024.mp4")  # split/label
+    b = _touch(videos, "playing guitar", "BBBBBBBBBBB_000001_000011.mkv")  # spaces, .mkv
+    c = _touch(videos, "playing_guitar", "CCCCCCCCCCC_000000_000010.mp4")  # '_' for spaces
+    d = _touch(videos, "DDDDDDDDDDD_000100_000110.webm")  # flat
+    e = _touch(videos, "val", "abseiling", "-EEEEEEEEEE_000005_000015.mp4")  # id with '-'
+    _touch(videos, "other", "AAAAAAAAAAA_000014_000024.mp4")  # same stem elsewhere
+    train = tmp_path / "train.csv"
+    train.write_text(
+        K400_HEADER + "abseiling,AAAAAAAAAAA,14,24,train,0\n"
+        '"playing guitar",BBBBBBBBBBB,1,11,train,1\nplaying guitar,CCCCCCCCCCC,0.0,10,train,0\n'
+    )
+    val = tmp_path / "validate.csv"
+    val.write_text(
+        "label,youtube_id,time_start,time_end,split\r\n"  # K600/700: no is_cc; CRLF
+        "playing guitar,DDDDDDDDDDD,100,110,val\r\nabseiling,-EEEEEEEEEE,5,15,val\r\n"
+    )
+    cs = read_kinetics(train, val, videos)
+    assert cs.classes == ["abseiling", "playing guitar"] and cs.errors == []
+    assert [(i.path, i.label) for i in cs.train] == [(a, 0), (b, 1), (c, 1)]
+    assert [(i.path, i.label) for i in cs.test] == [(d, 1), (e, 0)]
+    assert cs.train[0].key == "train/abseiling/AAAAAAAAAAA_000014_000024.mp4"
+    # Zero-shot needs no training CSV: classes from the tested one.
+    only = read_kinetics(None, val, videos)
+    assert only.classes == ["abseiling", "playing guitar"] and only.train == []
+
+
+def test_kinetics_bad_rows_are_errors_and_skipped(tmp_path):
+    videos = tmp_path / "videos"
+    _touch(videos, "abseiling", "AAAAAAAAAAA_000014_000024.mp4")
+    _touch(videos, "abseiling", "BBBBBBBBBBB_000000_000010.mp4")
+    _touch(videos, "juggling", "CCCCCCCCCCC_000000_000010.mp4")
+    train = tmp_path / "train.csv"
+    train.write_text(
+        K400_HEADER + "abseiling,AAAAAAAAAAA,14,24,train,0\n"  # line 2: fine
+        "abseiling,ZZZZZZZZZZZ,0,10,train,0\n"  # line 3: no such clip
+        "abseiling,AAAAAAAAAAA,14,24,train,0\n"  # line 4: twice
+        "abseiling,BBBBBBBBBBB,ten,10,train,0\n"  # line 5: bad time
+        "abseiling,BBBBBBBBBBB,10,10,train,0\n"  # line 6: empty span
+        "abseiling,,0,10,train,0\n"  # line 7: no id
+    )
+    test = tmp_path / "test.csv"
+    test.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        ",BBBBBBBBBBB,0,10,test\n"  # line 2: Kinetics test CSVs are unlabelled
+        "juggling,CCCCCCCCCCC,0,10,test\n"  # line 3: not a training class
+        "abseiling,BBBBBBBBBBB,0,10,test\n"  # line 4: fine
+    )
+    cs = read_kinetics(train, test, videos)
+    assert [i.key for i in cs.train] == ["abseiling/AAAAAAAAAAA_000014_000024.mp4"]
+    assert [i.key for i in cs.test] == ["abseiling/BBBBBBBBBBB_000000_000010.mp4"]
+    missing = videos.absolute() / "abseiling" / "ZZZZZZZZZZZ_000000_000010.mp4"
+    assert cs.errors == [
+        f"train.csv:3: video {missing} not found (nor ZZZZZZZZZZZ_000000_000010.* elsewhere)",
+        "train.csv:4: AAAAAAAAAAA_000014_000024 listed twice",
+        "train.csv:5: BBBBBBBBBBB: bad time_start='ten' time_end='10' (whole seconds, start < end)",
+        "train.csv:6: BBBBBBBBBBB: bad time_start='10' time_end='10' (whole seconds, start < end)",
+        "train.csv:7: empty youtube_id",
+        "test.csv:2: BBBBBBBBBBB_000000_000010: no label (use a labelled CSV, e.g. validate.csv)",
+        "test.csv: juggling/CCCCCCCCCCC_000000_000010.mp4: label 'juggling' is not a training class",
+    ]
+    (tmp_path / "nolabel.csv").write_text("youtube_id,time_start,time_end\nAAAAAAAAAAA,14,24\n")
+    with pytest.raises(ValueError, match=r"nolabel.csv: missing column\(s\) label"):
+        read_kinetics(None, tmp_path / "nolabel.csv", videos)
+    (tmp_path / "none.csv").write_text("label,youtube_id,time_start,time_end\nx,QQQQQQQQQQQ,0,10\n")
+    with pytest.raises(ValueError, match="none.csv: no usable entries"):
+        read_kinetics(None, tmp_path / "none.csv", videos)
+    with pytest.raises(ValueError, match="no such video folder"):
+        read_kinetics(None, test, tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-view decoding: windows x spatial crops
+# ---------------------------------------------------------------------------------------------
+
+
+def _three_colour_clip(path: Path, stack: str) -> Path:
+    """4 s of red | green | blue thirds side by side (hstack) or top to bottom (vstack)."""
+    inputs = []
+    for colour in ("red", "green", "blue"):
+        inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s=64x64:r=10:d=4"]
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", *inputs, "-filter_complex",
+         f"[0:v][1:v][2:v]{stack}=inputs=3", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv444p", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("stack", ["hstack", "vstack"])
+def test_spatial_crops_go_along_the_long_side_of_each_window(tmp_path, stack):
+    clip = _three_colour_clip(tmp_path / f"{stack}.mp4", stack)
+    views = decode_windows(
+        clip, num_windows=2, clip_seconds=1.6, frames=4, height=32, width=32, crops=3
+    )
+    assert views.shape == (6, 4, 32, 32, 3) and views.dtype == torch.uint8
+    # Crops vary fastest: left (top), centre, right (bottom) of window 1, then of window 2.
+    dominant = [int(v.float().mean(dim=(0, 1, 2)).argmax()) for v in views]
+    assert dominant == [0, 1, 2, 0, 1, 2]  # red, green, blue channels
+    (centre,) = decode_windows(
+        clip, num_windows=1, clip_seconds=1.6, frames=4, height=32, width=32
+    )  # the default single view: the centre crop
+    assert int(centre.float().mean(dim=(0, 1, 2)).argmax()) == 1

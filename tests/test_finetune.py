@@ -121,6 +121,31 @@ def test_clip_cache_decodes_cuts_and_reports_bad_files(tmp_path):
     assert example.shape == (6400,)
 
 
+def test_fine_tuning_size_interpolates_the_position_tables_once():
+    """A 224-pixel model fine-tuned at 320 x 320 (the spec's setting, on a tiny model): its
+    tables are the pretrained ones interpolated to the new grid, so at the start it computes
+    exactly what the pretrained model computes on the fly at 320; other weights are shared."""
+    from training.model import with_video_grid
+    from training.model.positions import resize_table
+
+    torch.manual_seed(0)
+    pretrained = VATT(make_config("debug", tokenizer={"height": 224, "width": 224})).eval()
+    finetuned = with_video_grid(pretrained, 8, 320, 320)
+    assert finetuned.cfg.tokenizer.video_grid == (2, 20, 20)
+    pos = finetuned.video_embed.pos
+    assert pos.vertical.shape == (20, 64) and pos.vertical.requires_grad
+    torch.testing.assert_close(pos.vertical, resize_table(pretrained.video_embed.pos.vertical, 20))
+    video = torch.rand(2, 8, 320, 320, 3) * 2 - 1
+    with torch.no_grad():
+        expected = pretrained.encode_video(video)["video_vt"]
+        torch.testing.assert_close(finetuned.encode_video(video)["video_vt"], expected)
+    shared = finetuned.backbones["video"].state_dict()
+    assert all(
+        torch.equal(v, pretrained.backbones["video"].state_dict()[k]) for k, v in shared.items()
+    )
+    assert with_video_grid(pretrained, 8, 224, 224) is pretrained  # nothing to do
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -132,6 +157,10 @@ def test_clip_cache_decodes_cuts_and_reports_bad_files(tmp_path):
         (["data.ucf101_splits=/nowhere"], "/nowhere/classInd.txt: cannot read the class index"),
         (["bogus=1"], "unknown config key bogus"),
         (["data.split=2", "scaling.num_workers=99"], "every worker needs at least one"),
+        (["data.height=100"], "data.height=100: must be a multiple of the model's video patch"),
+        (["data.dataset=kinetics"], "data.kinetics_train_csv: needed for data.dataset=kinetics"),
+        (["data.dataset=esc50"], "data.dataset=esc50 holds audio, not task=video"),
+        (["data.frames=-8"], "data.frames=-8: 0 (the pretraining size) or more"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(sample_shards, capsys, overrides, message):
@@ -251,3 +280,58 @@ def test_audio_finetune_with_mixup_from_scratch(sample_shards, ray_local, tmp_pa
     assert 0.0 <= report["eval"]["top1"] <= report["eval"]["top5"] <= 1.0
     # From a random init, on raw waveforms: above chance (1/8), not more.
     assert report["eval"]["top1"] > report["eval"]["chance_top1"], report["eval"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinetics-style set, multi-view testing, another clip size than pretraining
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kinetics_run(trained_debug, sample_shards, ray_local, tmp_path_factory):
+    """The 8x64x64-pretrained debug export fine-tuned on the Kinetics-style CSVs at 16x96x96
+    for a few steps, tested over 4 clips x 3 crops (the defaults)."""
+    storage = tmp_path_factory.mktemp("kinetics_runs")
+    argv = ["finetune", "--config", "debug-video", f"init={trained_debug['export']}"]
+    argv += [f"storage={storage}", "name=k", "max_steps=6", "batch_size=4", "log_every=3"]
+    argv += ["checkpoint.every_steps=6", "data.dataset=kinetics"]
+    argv += [f"data.kinetics_train_csv={sample_shards['kinetics_train_csv']}"]
+    argv += [f"data.kinetics_test_csv={sample_shards['kinetics_val_csv']}"]
+    argv += [f"data.kinetics_videos={sample_shards['kinetics_videos']}"]
+    argv += ["data.frames=16", "data.height=96", "data.width=96"]
+    assert cli.main(argv) == 0
+    return json.loads((storage / "k" / "report.json").read_text())
+
+
+def test_kinetics_finetune_is_tested_over_4_clips_x_3_crops(kinetics_run):
+    report = kinetics_run
+    ds = report["dataset"]
+    assert ds["name"] == "kinetics" and ds["csv"].endswith("validate.csv")
+    assert ds["classes"][:2] == ["baking", "car repair"] and len(ds["classes"]) == 8
+    assert (ds["train_items"], ds["test_items"], report["num_errors"]) == (16, 8, 0)
+    assert report["eval_views"] == {"clips": 4, "crops": 3}
+    ev = report["eval"]
+    assert ev["num_scored"] == 8 and 0.0 <= ev["top1"] <= ev["top5"] <= 1.0
+    assert report["steps"] == 6 and math.isfinite(report["final"]["loss"])
+
+
+def test_finetune_at_another_clip_size_than_pretraining(kinetics_run, trained_debug):
+    from training.export import load_exported
+
+    report = kinetics_run
+    assert report["clip"] == {
+        "frames": 16, "height": 96, "width": 96, "audio_samples": 6400, "pretrained": "8x64x64",
+    }  # fmt: skip
+    state = torch.load(
+        Path(report["checkpoint"]) / "finetune_state.pt", map_location="cpu", weights_only=True
+    )
+    tok = json.loads(state["model_config"])["tokenizer"]
+    assert (tok["frames"], tok["height"], tok["width"]) == (16, 96, 96)
+    tables = {k.rsplit(".", 1)[1]: v for k, v in state["model"].items() if ".pos." in k}
+    assert {k: tuple(v.shape) for k, v in tables.items() if k != "table"} == {
+        "temporal": (4, 64), "vertical": (6, 64), "horizontal": (6, 64),
+    }  # fmt: skip
+    # They started as the pretrained 2x4x4 tables interpolated to 4x6x6, and trained on.
+    start = load_exported(trained_debug["export"]).video_embed.pos.resized_tables((4, 6, 6))
+    assert not torch.equal(tables["vertical"], start["vertical"])
+    assert (tables["vertical"] - start["vertical"]).abs().max() < 0.5

@@ -31,12 +31,14 @@ MODULE_ORDER = {
         "data.augment", "data.loader",
         "model",
         "objectives.contrastive", "objectives.base", "objectives.vatt",
-        "checkpoint", "export", "telemetry", "distributed",
+        "checkpoint", "model_card", "export", "telemetry", "distributed",
         "eval.metrics", "eval.benchmarks", "eval.media", "eval.heldout", "eval.classifiers",
-        "eval.extract", "eval.models", "eval.retrieval", "eval.probe", "eval.report",
+        "eval.extract", "eval.models", "eval.retrieval", "eval.probe", "eval.zeroshot",
+        "eval.report",
         "pretrain.optim", "pretrain.ds_config", "pretrain.config", "pretrain.run_folder",
         "pretrain.loop",
         "finetune.config", "finetune.data", "finetune.model", "finetune.loop",
+        "plan",
     ],
 }  # fmt: skip
 

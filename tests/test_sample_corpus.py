@@ -18,6 +18,7 @@ from pipeline.sample_data.corpus import (
     BAD_INPUT_KINDS,
     ESC50_COLUMNS,
     GENERATOR,
+    KINETICS_COLUMNS,
     SEGMENTS_COLUMNS_LINE,
     SEGMENTS_CREATED_LINE,
     WINDOW_S,
@@ -25,6 +26,7 @@ from pipeline.sample_data.corpus import (
     SampleCorpusConfig,
     audioset_file_name,
     generate_sample_corpus,
+    kinetics_file_name,
     make_bad_inputs,
     make_plans,
     prepare_output_dir,
@@ -34,6 +36,7 @@ from pipeline.sample_data.corpus import (
 
 SMALL = {"videos": 3, "audioset_clips": 2, "msrvtt_videos": 2, "seed": 0}
 SMALL |= {"ucf101_groups": 2, "esc50_clips_per_class": 1, "youcook2_videos": 2}
+SMALL |= {"kinetics_clips_per_class": 2}
 YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 AUDIOSET_NAME = re.compile(r"^(?P<ytid>[A-Za-z0-9_-]{11})_(\d+\.\d{3})_(\d+\.\d{3})\.mp4$")
 VAD_RATE = 48000
@@ -284,6 +287,58 @@ def test_youcook2_segments_show_their_own_topic(corpus, truth):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_kinetics_layout_and_csvs(corpus, truth):
+    from training.eval.benchmarks import read_kinetics
+
+    files = truth["files"]["kinetics"]
+    assert len(files) == 8 * 2  # 8 topics x 2 clips: 1 training + 1 validation each
+    annotations = corpus / "kinetics" / "annotations"
+    rows = {}
+    for split, name in (("train", "train.csv"), ("val", "validate.csv")):
+        with (annotations / name).open(newline="") as f:
+            reader = csv.DictReader(f)
+            assert tuple(reader.fieldnames) == KINETICS_COLUMNS
+            rows[split] = list(reader)
+        assert len(rows[split]) == 8 and {r["split"] for r in rows[split]} == {split}
+        for r in rows[split]:
+            start, end = int(r["time_start"]), int(r["time_end"])
+            assert end - start == 10 and YT_ID.match(r["youtube_id"])
+            # The download scripts' layout: <label>/<YTID>_<start:06d>_<end:06d>.mp4
+            rel = f"{split}/{r['label']}/{kinetics_file_name(r['youtube_id'], start, end)}"
+            assert re.fullmatch(r".+_\d{6}_\d{6}\.mp4", rel)
+            assert (corpus / "kinetics" / "videos" / rel).is_file(), rel
+            entry = files[Path(rel).stem]
+            assert entry["label"] == entry["topic"] == r["label"] and entry["split"] == split
+    topics = {t["name"] for t in truth["topics"]}
+    assert {r["label"] for r in rows["train"]} == {r["label"] for r in rows["val"]} == topics
+    cs = read_kinetics(annotations / "train.csv", annotations / "validate.csv",
+                       corpus / "kinetics" / "videos")  # fmt: skip
+    assert cs.errors == [] and len(cs.train) == len(cs.test) == 8 and "car repair" in cs.classes
+
+
+def test_class_names_are_words_the_captions_use(corpus, truth, captions):
+    """Zero-shot classification by class name needs the names in the caption vocabulary:
+    every topic's name words are caption words, and each video's first caption names its
+    activity, so every topic with a HowTo100M video has its class names in caption.json."""
+    from training.eval.zeroshot import class_words
+
+    said = {w for c in captions.values() for text in c["text"] for w in text.split()}
+    seen = {truth["files"]["howto100m"][vid]["topic"] for vid in captions}
+    for vid, c in captions.items():
+        topic = truth["files"]["howto100m"][vid]["topic"]
+        assert f" {topic} " in f" {c['text'][0]} ", (topic, c["text"][0])
+    names = [f["class"] for f in truth["files"]["ucf101"].values()]
+    names += [f["category"] for f in truth["files"]["esc50"].values()]
+    names += [f["label"] for f in truth["files"]["kinetics"].values()]
+    by_topic = {t["name"]: set(t["words"]) for t in truth["topics"]}
+    for name in names:
+        words = set(class_words(name).split())
+        topic = next(t for t in by_topic if set(t.split()) == words)
+        assert words <= by_topic[topic], name  # the topic's own words hold its name
+        if topic in seen:
+            assert words <= said, name
+
+
 CODECS = {"ucf101": ["mp3", "mpeg4"], "esc50": ["pcm_s16le"]}
 
 
@@ -343,6 +398,8 @@ DETERMINISTIC_FILES = (
     "esc50/meta/esc50.csv",
     "youcook2/youcookii_val.csv",
     "ucf101/splits/trainlist01.txt",
+    "kinetics/annotations/train.csv",
+    "kinetics/annotations/validate.csv",
     "topics.json",
 )
 
@@ -360,6 +417,7 @@ def test_cli_run_reproduces_the_same_corpus(corpus, tmp_path, capsys, cli_main):
     argv = ["sample-data", str(out), "--videos", "3", "--audioset-clips", "2"]
     argv += ["--msrvtt-videos", "2", "--seed", "0", "--workers", "1", "--no-progress"]
     argv += ["--ucf101-groups", "2", "--esc50-clips-per-class", "1", "--youcook2-videos", "2"]
+    argv += ["--kinetics-clips-per-class", "2"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "sample-data summary" in printed and "windows expected" in printed
@@ -372,6 +430,7 @@ def test_different_seed_gives_different_corpus(tmp_path):
     tiny |= {"max_video_s": 8, "msrvtt_min_s": 5, "msrvtt_max_s": 6, "audioset_clip_s": 4}
     tiny |= {"ucf101_groups": 2, "ucf101_max_s": 4, "esc50_clips_per_class": 1}
     tiny |= {"youcook2_videos": 1, "youcook2_segment_max_s": 5}
+    tiny |= {"kinetics_clips_per_class": 2, "kinetics_clip_s": 4}
     for seed in (0, 1):
         generate_sample_corpus(tmp_path / str(seed), SampleCorpusConfig(**tiny, seed=seed))
     # The label list and UCF101's names (class, group, clip) do not depend on the seed.
@@ -395,8 +454,10 @@ def test_plans_are_balanced_and_unique():
         ["--videos", "-1"],
         ["--workers", "0"],
         ["--videos", "0", "--audioset-clips", "0", "--msrvtt-videos", "0"]
-        + ["--ucf101-groups", "0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"],
+        + ["--ucf101-groups", "0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"]
+        + ["--kinetics-clips-per-class", "0"],
         ["--ucf101-groups", "1"],
+        ["--kinetics-clips-per-class", "1"],
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(tmp_path, capsys, cli_main, extra):
@@ -450,6 +511,8 @@ def test_overwrite_removes_only_what_the_generator_wrote(tmp_path):
         {"ucf101_groups": 1},
         {"youcook2_max_segments": 3, "num_topics": 2},
         {"esc50_clips_per_class": -1},
+        {"kinetics_clips_per_class": 1},
+        {"kinetics_clip_s": 0},
     ],
 )
 def test_config_validation(bad):

@@ -1,4 +1,5 @@
-"""`vatt eval retrieval|linear-probe`: zero-shot retrieval and linear probes of a trained model."""
+"""`vatt eval retrieval|linear-probe|zero-shot`: zero-shot retrieval, linear probes and zero-shot
+classification of a trained model."""
 
 from __future__ import annotations
 
@@ -27,11 +28,55 @@ examples:
       --splits-dir ucfTrainTestlist --videos UCF-101 --splits 1,2,3 --out eval/ucf
   vatt eval linear-probe --model exported/vatt --dataset esc50 \\
       --esc50-csv ESC-50/meta/esc50.csv --audio ESC-50/audio --out eval/esc50
+  vatt eval linear-probe --model runs/vatt --dataset kinetics --kinetics-train-csv \\
+      k400/train.csv --kinetics-csv k400/validate.csv --videos k400/videos --out eval/k400
 
 UCF101/HMDB51: classInd.txt, trainlist0N.txt, testlist0N.txt in --splits-dir, videos under
 --videos/<Class>/. ESC-50: esc50.csv (filename, fold, target, category) and the wav folder;
-each fold is tested with a probe trained on the other four. outputs: report.json, probe.png.
+each fold is tested with a probe trained on the other four. Kinetics-400/600/700: the CSVs
+(label,youtube_id,time_start,time_end,split) and clips <YTID>_<start:06d>_<end:06d>.mp4
+anywhere under --videos (e.g. <label>/<file>); 4 clips x 3 crops by default.
+outputs: report.json, probe.png.
 """
+
+ZEROSHOT_EPILOG = """\
+examples:
+  vatt eval zero-shot --model runs/vatt --dataset ucf101 \\
+      --splits-dir ucfTrainTestlist --videos UCF-101 --out eval/zs-ucf --compare-untrained
+  vatt eval zero-shot --model exported/vatt --dataset kinetics \\
+      --kinetics-csv k400/validate.csv --videos k400/videos --out eval/zs-k400
+  vatt eval zero-shot --model runs/vatt --dataset esc50 --esc50-csv ESC-50/meta/esc50.csv \\
+      --audio ESC-50/audio --templates my_prompts.txt --out eval/zs-esc50
+
+Each class name becomes words (ApplyEyeMakeup -> "apply eye makeup", chirping_birds ->
+"chirping birds"; --class-names FILE, a JSON object, overrides them), is put into every
+template of --templates (built-in sets: video, audio, asr, name; or a file, one template per
+line with {}), and the prompts' text embeddings are averaged per class (CLIP's prompt
+ensembling). Video items are scored in the video-text space (z_v,vt); ESC-50 audio through
+the video-audio space: g_v->vt(z_a,va), the projection video takes into the video-text space,
+applied to the audio embedding (VATT has no audio-text head; docs/evaluation.md).
+outputs: report.json (top-1/5, per-class accuracy, confusion matrix, chance, errors),
+confusion.png.
+"""
+
+
+def _labelled_sets(p: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
+    """--dataset and where each labelled set's lists and files are."""
+    p.add_argument("--dataset", required=True, choices=datasets)
+    p.add_argument("--splits-dir", help="UCF101/HMDB51: folder with classInd.txt and lists")
+    p.add_argument(
+        "--videos", help="UCF101/HMDB51: video root (<Class>/<file>); Kinetics: clip folder"
+    )
+    p.add_argument("--kinetics-csv", help="Kinetics: the labelled CSV to test on (validate.csv)")
+    p.add_argument("--esc50-csv", help="ESC-50: meta/esc50.csv")
+    p.add_argument("--audio", help="ESC-50: the audio folder")
+    p.add_argument("--folds", default="1,2,3,4,5", help="ESC-50 test folds (1,2,3,4,5)")
+    p.add_argument(
+        "--crops",
+        type=int,
+        help="spatial crops per window along the long side (default 3 for kinetics: the "
+        "paper's 4 clips x 3 crops; else 1, the centre)",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -58,7 +103,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="zero-shot retrieval (MSR-VTT, YouCook2) and linear probes (UCF101, HMDB51, ESC-50)",
+        help="zero-shot retrieval (MSR-VTT, YouCook2), linear probes and zero-shot "
+        "classification (UCF101, HMDB51, Kinetics, ESC-50)",
         description=(
             "Evaluate a trained VATT. Windows are decoded with ffmpeg and embedded by Ray Data "
             "actors (one per GPU, or a CPU actor); bad items are listed in the report and the "
@@ -97,22 +143,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "linear-probe",
         help="linear probes on frozen video/audio features (low-rank classifier, SVM)",
         description=(
-            "Frozen tower features (the aggregation token) of every window; the paper's "
-            "low-rank classifier C = UV (n = 128, a random 10%% of components per step, Adam "
-            "5e-4) and scikit-learn's linear SVM, fit on training windows, tested by "
-            "window-averaged logits; top-1 accuracy per split or fold."
+            "Frozen tower features (the aggregation token) of every view (window x crop); the "
+            "paper's low-rank classifier C = UV (n = 128, a random 10%% of components per step, "
+            "Adam 5e-4) and scikit-learn's linear SVM, fit on training views, tested by "
+            "view-averaged logits; top-1 accuracy per split, fold or Kinetics CSV."
         ),
         epilog=PROBE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(lp)
-    lp.add_argument("--dataset", required=True, choices=("ucf101", "hmdb51", "esc50"))
-    lp.add_argument("--splits-dir", help="UCF101/HMDB51: folder with classInd.txt and lists")
-    lp.add_argument("--videos", help="UCF101/HMDB51: video root (<Class>/<file>)")
+    _labelled_sets(lp, ("ucf101", "hmdb51", "kinetics", "esc50"))
     lp.add_argument("--splits", default="1", help="UCF101/HMDB51 splits, e.g. 1,2,3 (1)")
-    lp.add_argument("--esc50-csv", help="ESC-50: meta/esc50.csv")
-    lp.add_argument("--audio", help="ESC-50: the audio folder")
-    lp.add_argument("--folds", default="1,2,3,4,5", help="ESC-50 test folds (1,2,3,4,5)")
+    lp.add_argument("--kinetics-train-csv", help="Kinetics: the training CSV (train.csv)")
     lp.add_argument(
         "--classifier",
         default="low_rank,svm",
@@ -120,6 +162,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lp.add_argument("--probe-steps", type=int, default=2000, help="low-rank Adam steps (2000)")
     lp.set_defaults(func=run_probe)
+
+    zs = evals.add_parser(
+        "zero-shot",
+        help="zero-shot classification from class names (prompts, no training)",
+        description=(
+            "Classify every test item by its nearest class prompt: class names through prompt "
+            "templates and the text tower (several templates per class, averaged, as CLIP "
+            "does), against the item's views (windows x crops) embedded by Ray Data; logits "
+            "averaged over views. Reports top-1/top-5, per-class accuracy, a confusion matrix "
+            "and chance (and the untrained baseline with --compare-untrained)."
+        ),
+        epilog=ZEROSHOT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(zs)
+    _labelled_sets(zs, ("ucf101", "hmdb51", "kinetics", "esc50"))
+    zs.add_argument("--split", type=int, default=1, help="UCF101/HMDB51: the test list (1)")
+    zs.add_argument(
+        "--kinetics-train-csv", help="Kinetics: take the class list from this CSV (optional)"
+    )
+    zs.add_argument(
+        "--templates",
+        help="prompt templates: video, audio, asr, name, or a file with one template per line "
+        "holding {} (default: video for video sets, audio for ESC-50)",
+    )
+    zs.add_argument("--class-names", help="JSON object {class: words for its prompts}")
+    zs.add_argument("--tokenizer", help="caption tokenizer.json (default: the model's)")
+    zs.add_argument("--max-words", type=int, default=16, help="words per prompt (16)")
+    zs.set_defaults(func=run_zeroshot)
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -137,6 +208,37 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError("--windows and --batch-size must be >= 1, --clip-seconds > 0")
     if not Path(args.model).exists():
         raise UsageError(f"--model {args.model}: not found")
+
+
+def _check_sets(args: argparse.Namespace, needs_training_csv: bool) -> None:
+    """The flags --dataset needs, and that their paths exist; the default --crops."""
+    needed = {
+        "esc50": (("--esc50-csv", args.esc50_csv), ("--audio", args.audio)),
+        "kinetics": (("--kinetics-csv", args.kinetics_csv), ("--videos", args.videos)),
+    }.get(args.dataset, (("--splits-dir", args.splits_dir), ("--videos", args.videos)))
+    if args.dataset == "kinetics" and (needs_training_csv or args.kinetics_train_csv):
+        needed += (("--kinetics-train-csv", args.kinetics_train_csv),)
+    for flag, path in needed:
+        if not path:
+            raise UsageError(f"{flag} is required for --dataset {args.dataset}")
+        if not Path(path).exists():
+            raise UsageError(f"{flag} {path}: not found")
+    if args.crops is None:
+        args.crops = 3 if args.dataset == "kinetics" else 1
+    if args.crops < 1 or (args.dataset == "esc50" and args.crops != 1):
+        raise UsageError(f"--crops {args.crops}: >= 1 for video, 1 for audio (ESC-50)")
+
+
+def _tokenizer(args: argparse.Namespace, models):
+    from preprocessing.vocab import load_tokenizer
+
+    tok_path = args.tokenizer or models[0].tokenizer
+    if not tok_path:
+        raise UsageError("no caption tokenizer found with the model: pass --tokenizer")
+    try:
+        return load_tokenizer(tok_path)
+    except Exception as e:  # tokenizers raises a bare Exception on a bad file
+        raise UsageError(f"--tokenizer {tok_path}: cannot load: {e}") from None
 
 
 def _load(args: argparse.Namespace):
@@ -183,7 +285,6 @@ def _score_models(models, score_one, what: str = "") -> dict:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    from preprocessing.vocab import load_tokenizer
     from training.eval import report as rep
     from training.eval.retrieval import load_benchmark, save_embeddings, score
 
@@ -196,13 +297,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     models = _load(args)
-    tok_path = args.tokenizer or models[0].tokenizer
-    if not tok_path:
-        raise UsageError("no caption tokenizer found with the model: pass --tokenizer")
-    try:
-        tokenizer = load_tokenizer(tok_path)
-    except Exception as e:  # tokenizers raises a bare Exception on a bad file
-        raise UsageError(f"--tokenizer {tok_path}: cannot load: {e}") from None
+    tokenizer = _tokenizer(args, models)
     _start_ray(args, f"retrieval ({args.benchmark})")
     out = Path(args.out)
 
@@ -235,15 +330,7 @@ def run_probe(args: argparse.Namespace) -> int:
     bad = [c for c in classifiers if c not in CLASSIFIERS]
     if bad or not classifiers:
         raise UsageError(f"--classifier {args.classifier}: choose from {', '.join(CLASSIFIERS)}")
-    if args.dataset == "esc50":
-        needed = (("--esc50-csv", args.esc50_csv), ("--audio", args.audio))
-    else:
-        needed = (("--splits-dir", args.splits_dir), ("--videos", args.videos))
-    for flag, path in needed:
-        if not path:
-            raise UsageError(f"{flag} is required for --dataset {args.dataset}")
-        if not Path(path).exists():
-            raise UsageError(f"{flag} {path}: not found")
+    _check_sets(args, needs_training_csv=True)
     try:
         low_rank = LowRankConfig(steps=args.probe_steps, seed=args.seed)
         data = load_probe_data(
@@ -254,6 +341,8 @@ def run_probe(args: argparse.Namespace) -> int:
             esc50_csv=args.esc50_csv,
             audio_dir=args.audio,
             folds=_int_list(args.folds, "--folds"),
+            kinetics_train_csv=args.kinetics_train_csv,
+            kinetics_csv=args.kinetics_csv,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -264,7 +353,7 @@ def run_probe(args: argparse.Namespace) -> int:
     def score_one(loaded) -> dict:
         return run_probe(
             loaded.model, data, classifiers=classifiers, low_rank=low_rank, label=loaded.label,
-            **_windows(args),
+            crops=args.crops, **_windows(args),
         )  # fmt: skip
 
     report = {"dataset": args.dataset, "modality": DATASETS[args.dataset]}
@@ -273,4 +362,72 @@ def run_probe(args: argparse.Namespace) -> int:
     rep.print_probe(report)
     print(f"  report  {out / 'report.json'}")
     print(f"  plot    {rep.plot_probe(report, out / 'probe.png')}")
+    return 0
+
+
+def _class_names(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    import json
+
+    try:
+        names = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--class-names {path}: not a readable JSON file: {e}") from None
+    if not isinstance(names, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in names.items()
+    ):
+        raise UsageError(f"--class-names {path}: expected a JSON object {{class: words}}")
+    return names
+
+
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from training.eval import report as rep
+    from training.eval.zeroshot import (
+        DATASETS,
+        DEFAULT_TEMPLATES,
+        load_templates,
+        load_zeroshot_set,
+        score,
+    )
+
+    _check_common(args)
+    _check_sets(args, needs_training_csv=False)
+    modality = DATASETS[args.dataset]
+    class_texts = _class_names(args.class_names)
+    try:
+        templates = load_templates(args.templates or DEFAULT_TEMPLATES[modality])
+        data = load_zeroshot_set(
+            args.dataset,
+            splits_dir=args.splits_dir,
+            videos_dir=args.videos,
+            split=args.split,
+            kinetics_csv=args.kinetics_csv,
+            kinetics_classes_csv=args.kinetics_train_csv,
+            esc50_csv=args.esc50_csv,
+            audio_dir=args.audio,
+            folds=_int_list(args.folds, "--folds"),
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    unknown = sorted(set(class_texts) - set(data.classes))
+    if unknown:
+        raise UsageError(f"--class-names {args.class_names}: not classes of the set: {unknown[:5]}")
+    models = _load(args)
+    tokenizer = _tokenizer(args, models)
+    _start_ray(args, f"zero-shot ({args.dataset})")
+    out = Path(args.out)
+
+    def score_one(loaded) -> dict:
+        return score(
+            loaded.model, data, tokenizer, templates=templates, class_texts=class_texts,
+            crops=args.crops, max_words=args.max_words, label=loaded.label, **_windows(args),
+        )  # fmt: skip
+
+    report = {"dataset": args.dataset, "modality": modality}
+    report |= _score_models(models, score_one, args.dataset)
+    rep.write_json(out / "report.json", report)
+    rep.print_zeroshot(report)
+    print(f"  report     {out / 'report.json'}")
+    print(f"  confusion  {rep.plot_confusion(report, out / 'confusion.png')}")
     return 0

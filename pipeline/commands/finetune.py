@@ -1,5 +1,5 @@
 """`vatt finetune`: a pretrained VATT tower + a new classification head, trained with Ray Train
-on UCF101/HMDB51-format video splits or ESC-50 audio folds."""
+on UCF101/HMDB51-format video splits, Kinetics CSVs or ESC-50 audio folds."""
 
 from __future__ import annotations
 
@@ -21,12 +21,15 @@ def preset_names() -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a pretrained tower for video (UCF101/HMDB51) or audio (ESC-50) classes",
+        help="fine-tune a pretrained tower for video (UCF101/HMDB51/Kinetics) or audio (ESC-50) "
+        "classes",
         description=(
             "Put a new linear head on the aggregation token of a pretrained VATT tower and train "
             "both under Ray Train (DDP; gloo on CPU): SGD with momentum, linear warm-up + cosine, "
             "label smoothing; video gets random crop + flip, audio gets mixup with "
-            "lambda ~ Beta(5, 5). The test split is scored over clips x crops views per item "
+            "lambda ~ Beta(5, 5). Video can be fine-tuned at another clip size than pretraining "
+            "(data.frames/height/width; position tables interpolated once). The test split is "
+            "scored over clips x crops views per item "
             "(logits averaged; top-1 / top-5). Files that cannot be read or decoded are listed "
             "in the report and skipped. Outputs in STORAGE/NAME: report.json, metrics.csv, "
             "eval.csv, plots/*.png, checkpoints; the same command again resumes."
@@ -38,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  vatt finetune --config debug-video init=preset:debug name=scratch   # baseline\n"
             "  vatt finetune --config my.yaml task=video data.ucf101_splits=ucfTrainTestlist "
             "data.ucf101_videos=UCF-101 data.split=2\n"
+            "  vatt finetune --config debug-video init=runs/debug data.dataset=kinetics "
+            "data.kinetics_train_csv=k400/train.csv data.kinetics_test_csv=k400/validate.csv "
+            "data.kinetics_videos=k400/videos data.height=320 data.width=320\n"
             f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
             "init: an export folder (vatt export), a checkpoint folder, a run folder (newest "
             "valid checkpoint) or preset:<name> (random init). Keys: training/finetune/config.py "
@@ -63,13 +69,14 @@ def print_summary(r: dict, file=None) -> None:
     file = file or sys.stdout
     final, ev = r.get("final") or {}, r.get("eval") or {}
     ds = r["dataset"]
-    part = f"split {ds['split']}" if "split" in ds else f"fold {ds['fold']}"
+    part = next(f"{k} {ds[k]}" for k in ("split", "fold", "csv") if k in ds)
     source = r["source"]
     rows = [
         ("run", r["run_dir"]),
         ("init", f"{r['init']} ({source['kind']}, step {source.get('step')})"),
         ("task", f"{r['task']}, {len(ds['classes'])} classes, {part}"),
         ("items used", f"{ds['train_items']} train, {ds['test_items']} test"),
+        ("clip", _clip(r.get("clip"))),
         ("errors (skipped)", r["num_errors"]),
         ("steps", f"{r['steps']} ({r['batch']})"),
         ("loss first -> last", f"{r['first_loss']:.4f} -> {final.get('loss', float('nan')):.4f}"),
@@ -97,6 +104,13 @@ def print_summary(r: dict, file=None) -> None:
     for p in r.get("plots", []):
         print(f"  {'plot':<{width}}  {p}", file=file)
     print(f"  {'report':<{width}}  {Path(r['run_dir']) / 'report.json'}", file=file)
+
+
+def _clip(clip: dict | None) -> str:
+    if not clip:
+        return "-"
+    size = f"{clip['frames']}x{clip['height']}x{clip['width']}"
+    return size + (f" (pretrained at {clip['pretrained']})" if clip.get("pretrained") else "")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """`vatt sample-data OUT`: write the built-in synthetic HowTo100M / AudioSet / MSR-VTT corpus,
-plus UCF101-, ESC-50- and YouCook2-style labelled evaluation sets."""
+plus UCF101-, ESC-50-, YouCook2- and Kinetics-style labelled evaluation sets."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ COUNT_FLAGS = {
     "its own groups, trains on the rest (0 or >= 2)",
     "--esc50-clips-per-class": "ESC-50-style 5 s sounds per class, spread over folds 1-5",
     "--youcook2-videos": "YouCook2-style videos of 2-3 segments of different topics",
+    "--kinetics-clips-per-class": "Kinetics-style 10 s clips per class, a quarter of them (at "
+    "least one) in the validation CSV (0 or >= 2)",
 }
 
 
@@ -33,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample-data",
         help="generate a small synthetic corpus in the real HowTo100M / AudioSet / MSR-VTT / "
-        "UCF101 / ESC-50 / YouCook2 formats",
+        "UCF101 / ESC-50 / YouCook2 / Kinetics formats",
         description=(
             "Write H.264/AAC videos made with ffmpeg (moving coloured shapes, tones, noise) and "
             "espeak-ng speech, with HowTo100M caption.json, AudioSet segments.csv and an MSR-VTT "
             "test CSV; and labelled evaluation sets: UCF101-style clips with split files, "
-            "ESC-50-style sounds with esc50.csv (5 folds) and YouCook2-style videos of 2-3 "
-            "segments with their CSV. Each file has a latent topic (the class of the labelled "
+            "ESC-50-style sounds with esc50.csv (5 folds), YouCook2-style videos of 2-3 "
+            "segments with their CSV, and Kinetics-style clips (<label>/<YTID>_<start>_<end>.mp4) "
+            "with train.csv and validate.csv. Each file has a latent topic (the class of the labelled "
             "sets) that decides what is seen, heard and said (ground truth in OUT/topics.json). "
             "The same --seed gives the same captions, ids and CSVs."
         ),
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  vatt sample-data data/sample\n"
             "  vatt sample-data data/tiny --videos 3 --audioset-clips 2 --msrvtt-videos 2 "
-            "--ucf101-groups 2 --esc50-clips-per-class 1 --youcook2-videos 1\n"
+            "--ucf101-groups 2 --esc50-clips-per-class 1 --youcook2-videos 1 --kinetics-clips-per-class 2\n"
             "then: vatt preprocess howto100m --videos data/sample/howto100m/videos "
             "--captions data/sample/howto100m/caption.json --out shards/howto"
         ),
@@ -86,6 +89,7 @@ def _flag_names(message: str) -> str:
     """'audioset_clips must be ...' -> '--audioset-clips must be ...' (name the flag to change)."""
     flags = ("audioset_clips", "msrvtt_videos", "videos", "seed", "workers")
     flags += ("ucf101_groups", "esc50_clips_per_class", "youcook2_videos")
+    flags += ("kinetics_clips_per_class",)
     for name in flags:
         if message.startswith(name + " "):
             return "--" + name.replace("_", "-") + message[len(name) :]
@@ -118,6 +122,7 @@ def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0)
         ("ucf101 clips", f"{s.ucf101_clips}"),
         ("esc50 clips", f"{s.esc50_clips}"),
         ("youcook2 videos (segments)", f"{s.youcook2_videos} ({s.youcook2_segments})"),
+        ("kinetics clips", f"{s.kinetics_clips}"),
         ("video in total", f"{minutes:.1f} min"),
         (
             "windows expected",

@@ -22,6 +22,9 @@ Output layout under OUT (file-naming rule in `audioset_file_name`):
     esc50/meta/esc50.csv                     filename,fold,target,category,esc10,src_file,take
     youcook2/videos/<video_id>.mp4           2-3 segments of different topics back to back
     youcook2/youcookii_val.csv               end,start,task,text,video_id (one row per segment)
+    kinetics/videos/<split>/<label>/<YTID>_<start>_<end>.mp4   Kinetics-style 10 s clips
+                                             (start/end as %06d), split = train | val
+    kinetics/annotations/train.csv, validate.csv   label,youtube_id,time_start,time_end,split
     topics.json                              topics, the topic of every file, seed, version
 """
 
@@ -45,7 +48,7 @@ from pathlib import Path
 
 GENERATOR = "vatt-sample-corpus"
 # Bump when the same seed would produce different content (captions, ids, topics).
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 # A training window is 32 frames at 10 fps (spec §1); used only to report expected windows.
 WINDOW_S = 3.2
@@ -161,6 +164,10 @@ class SampleCorpusConfig:
     caption_min_words: int = 3
     caption_max_words: int = 8
     speech_background_ratio: float = 0.5  # background level under speech, x topic level
+    # Kinetics-style set (label = topic name): clips per class, a quarter of them (at least
+    # one) in the validation CSV; 0 = none. Real Kinetics clips are 10 s cuts of a video.
+    kinetics_clips_per_class: int = 4
+    kinetics_clip_s: int = 10
 
     def __post_init__(self) -> None:
         for name in (
@@ -221,6 +228,7 @@ class SampleCorpusConfig:
             )
         if not 1 <= self.youcook2_segment_min_s <= self.youcook2_segment_max_s:
             raise ValueError("need 1 <= youcook2_segment_min_s <= youcook2_segment_max_s")
+        _validate_kinetics(self)
 
     @property
     def ucf101_clips(self) -> int:
@@ -231,6 +239,10 @@ class SampleCorpusConfig:
         return self.num_topics * self.esc50_clips_per_class
 
     @property
+    def kinetics_clips(self) -> int:
+        return self.num_topics * self.kinetics_clips_per_class
+
+    @property
     def total_items(self) -> int:
         return (
             self.videos
@@ -239,6 +251,7 @@ class SampleCorpusConfig:
             + self.ucf101_clips
             + self.esc50_clips
             + self.youcook2_videos
+            + self.kinetics_clips
         )
 
     def content_dict(self) -> dict:
@@ -292,6 +305,7 @@ class SampleCorpusSummary:
     esc50_clips: int = 0
     youcook2_videos: int = 0
     youcook2_segments: int = 0
+    kinetics_clips: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +522,8 @@ def make_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
                 )
             )
     # Drawn after the others, so adding these sets left the older files' content unchanged.
-    return plans + _labelled_plans(config, id_rng, taken)
+    plans += _labelled_plans(config, id_rng, taken)
+    return plans + kinetics_plans(config, id_rng, taken)
 
 
 def make_caption_text(topic: Topic, rng: random.Random, min_words: int, max_words: int) -> str:
@@ -520,6 +535,20 @@ def make_caption_text(topic: Topic, rng: random.Random, min_words: int, max_word
     ]
     rng.shuffle(words)
     return " ".join(words)
+
+
+def make_intro_caption(topic: Topic, rng: random.Random, min_words: int, max_words: int) -> str:
+    """A video's first caption names its activity ("now we car repair the oil"), as people
+    in how-to videos do: every topic's name then is in the captions' vocabulary, which the
+    labelled sets' class names (zero-shot classification) are made of."""
+    name = topic.name.split()
+    n = max(len(name) + 1, rng.randint(min_words, max_words))
+    others = [w for w in topic.words if w not in name]
+    words = rng.sample(others, min(len(others), math.ceil((n - len(name)) / 2)))
+    words += [rng.choice(FILLER_WORDS) for _ in range(n - len(name) - len(words))]
+    rng.shuffle(words)
+    at = rng.randint(0, len(words))
+    return " ".join(words[:at] + name + words[at:])
 
 
 def make_msrvtt_sentence(topic: Topic, rng: random.Random) -> str:
@@ -595,7 +624,8 @@ def render_captions(
     last_end = plan.duration_s - 0.5  # keep clear of the container end (AAC padding)
     while t + 1.0 <= last_end:
         slot = rng.uniform(config.caption_every_min_s, config.caption_every_max_s)
-        text = make_caption_text(topic, rng, config.caption_min_words, config.caption_max_words)
+        make_text = make_intro_caption if not texts else make_caption_text
+        text = make_text(topic, rng, config.caption_min_words, config.caption_max_words)
         # Speech fills 55-85% of the slot, so most 3.2 s windows hold mostly speech (as in
         # HowTo100M, where people talk nearly all the time).
         target_s = slot * rng.uniform(0.55, 0.85)
@@ -897,6 +927,8 @@ def write_topics_json(
         elif plan.kind == "esc50":
             entry["fold"] = int(plan.name.split("-")[0])
             entry["category"] = esc50_category(TOPICS[plan.topic])
+        elif plan.kind == "kinetics":
+            entry |= {"label": kinetics_label(TOPICS[plan.topic]), "split": kinetics_split(plan)}
         elif plan.kind == "youcook2":
             del entry["topic"]  # one per segment instead
             entry["task"] = plan.task
@@ -932,7 +964,7 @@ def write_topics_json(
 # Driver
 # ---------------------------------------------------------------------------------------------
 
-KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2")
+KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2", "kinetics")
 _OWNED = (*KINDS, "topics.json")
 
 
@@ -1040,6 +1072,9 @@ def _write_metadata(
     if config.youcook2_videos:
         youcook = [p for p in plans if p.kind == "youcook2"]
         write_youcook2_csv(out / "youcook2" / "youcookii_val.csv", youcook, config.seed)
+    if config.kinetics_clips:
+        kinetics = [p for p in plans if p.kind == "kinetics"]
+        write_kinetics_csvs(out / "kinetics" / "annotations", kinetics)
     # Written last: its presence marks a complete corpus.
     write_topics_json(out / "topics.json", config, plans, captions)
 
@@ -1067,7 +1102,94 @@ def _summarize(
         esc50_clips=config.esc50_clips,
         youcook2_videos=config.youcook2_videos,
         youcook2_segments=sum(len(p.segments) for p in plans if p.kind == "youcook2"),
+        kinetics_clips=config.kinetics_clips,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Kinetics-style labelled set (kept in this section: plans, names, CSVs)
+# ---------------------------------------------------------------------------------------------
+
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
+# The annotation file of each split, as Kinetics-400/600/700 name them.
+KINETICS_CSV = {"train": "train.csv", "val": "validate.csv"}
+
+
+def _validate_kinetics(config: SampleCorpusConfig) -> None:
+    if config.kinetics_clips_per_class < 0 or config.kinetics_clips_per_class == 1:
+        raise ValueError(
+            "kinetics_clips_per_class must be 0 or >= 2 (training + validation clips), "
+            f"got {config.kinetics_clips_per_class}"
+        )
+    if config.kinetics_clip_s < 1:
+        raise ValueError(f"kinetics_clip_s must be >= 1, got {config.kinetics_clip_s}")
+
+
+def kinetics_label(topic: Topic) -> str:
+    """Kinetics-style label: lower case words with spaces ("car repair")."""
+    return topic.name
+
+
+def kinetics_file_name(ytid: str, start: int, end: int) -> str:
+    """`<YTID>_<start>_<end>.mp4` with 6-digit seconds, as the Kinetics download scripts write."""
+    return f"{ytid}_{start:06d}_{end:06d}.mp4"
+
+
+def kinetics_split(plan: ClipPlan) -> str:
+    """'train' or 'val': the split folder of a Kinetics-style plan's path."""
+    return plan.rel_path.split("/")[2]
+
+
+def kinetics_plans(
+    config: SampleCorpusConfig, id_rng: random.Random, taken: set[str]
+) -> list[ClipPlan]:
+    """Kinetics-style clips: `kinetics_clips_per_class` per topic, the last quarter of each
+    class (at least one) in the validation split; each a 10 s cut [start, end] of a video."""
+    n = config.kinetics_clips_per_class
+    if n == 0:
+        return []
+    rng = random.Random(f"{config.seed}/kinetics")
+    ytids = _unique_ids(config.num_topics * n, id_rng, taken)
+    val = max(1, round(n / 4))
+    plans = []
+    for t in range(config.num_topics):
+        label = kinetics_label(TOPICS[t])
+        for j in range(n):
+            i = t * n + j
+            split = "val" if j >= n - val else "train"
+            start = rng.randrange(0, 300)
+            name = kinetics_file_name(ytids[i], start, start + config.kinetics_clip_s)
+            w, h = RESOLUTIONS[i % len(RESOLUTIONS)]
+            plans.append(
+                ClipPlan(
+                    "kinetics",
+                    name[: -len(".mp4")],
+                    f"kinetics/videos/{split}/{label}/{name}",
+                    t,
+                    w,
+                    h,
+                    FRAME_RATES[i % len(FRAME_RATES)],
+                    config.kinetics_clip_s,
+                    f"{config.seed}/kinetics/{i}",
+                    speech=False,
+                )  # fmt: skip
+            )
+    return plans
+
+
+def write_kinetics_csvs(folder: Path, plans: list[ClipPlan]) -> None:
+    """train.csv and validate.csv: `label,youtube_id,time_start,time_end,split` rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, file_name in KINETICS_CSV.items():
+        with (folder / file_name).open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(KINETICS_COLUMNS)
+            for plan in plans:
+                if kinetics_split(plan) != split:
+                    continue
+                ytid, start, end = plan.name.rsplit("_", 2)
+                label = kinetics_label(TOPICS[plan.topic])
+                writer.writerow([label, ytid, int(start), int(end), split])
 
 
 # ---------------------------------------------------------------------------------------------

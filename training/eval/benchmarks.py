@@ -8,6 +8,9 @@ Owns the readers of the downstream sets (spec section 5):
   esc50_fold            one fold of the 5-fold protocol: test = that fold, train = the rest
   read_youcook2         YouCook2 validation CSV (end, start, task, text, video_id): segments
                         of longer videos
+  read_kinetics         Kinetics-400/600/700 CSVs (label, youtube_id, time_start, time_end,
+                        split) + clips <YTID>_<start:06d>_<end:06d>.<ext> anywhere under the
+                        video folder (the common <label>/<file> layout, split folders, flat)
 
 A bad row (unknown class, missing file, empty text, a number that is not one) becomes one
 "file:line: reason" error and is skipped, so the rest is still evaluated; an unreadable list
@@ -18,6 +21,7 @@ no decoding (`training.eval.media` decodes).
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +31,8 @@ import numpy as np
 MSRVTT_COLUMNS = ("key", "video_id", "sentence")  # vid_key is not needed
 ESC50_REQUIRED = ("filename", "fold", "target", "category")
 YOUCOOK2_REQUIRED = ("start", "end", "text", "video_id")  # `task` is kept when present
+# `split` is optional (it only says which file a row came from); K400 adds `is_cc`.
+KINETICS_REQUIRED = ("label", "youtube_id", "time_start", "time_end")
 # YouCook2 downloads come in whatever container YouTube served.
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 
@@ -361,14 +367,125 @@ def read_youcook2(csv_path: str | Path, videos_dir: str | Path) -> tuple[list[Se
     return segments, errors
 
 
+# ---------------------------------------------------------------------------------------------
+# Kinetics-400 / 600 / 700
+# ---------------------------------------------------------------------------------------------
+
+
+def kinetics_stem(youtube_id: str, start: int, end: int) -> str:
+    """The file stem the Kinetics download scripts write: `<YTID>_<start:06d>_<end:06d>`."""
+    return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def index_videos(videos_dir: Path) -> dict[str, list[Path]]:
+    """{file stem: [absolute paths]} of every video file under `videos_dir` (one walk, so a
+    Kinetics-sized folder costs one directory listing per folder, not one stat per row)."""
+    index: dict[str, list[Path]] = {}
+    for folder, dirs, files in os.walk(videos_dir, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
+                index.setdefault(stem, []).append(Path(folder, name).absolute())
+    return index
+
+
+def _whole_seconds(text: str) -> int | None:
+    value = _seconds(text)
+    return int(value) if value is not None and value >= 0 and value == int(value) else None
+
+
+def _pick(paths: list[Path], label: str) -> Path:
+    """The copy under a folder named after the label (spaces or '_'), else the first."""
+    names = {label, label.replace(" ", "_")}
+    return next((p for p in paths if p.parent.name in names), paths[0])
+
+
+def _read_kinetics_csv(
+    csv_path: Path, videos_dir: Path, index: dict[str, list[Path]], errors: list[str]
+) -> list[tuple[str, Path, str]]:
+    """Usable rows of one annotation CSV as (key, path, label); bad rows become errors."""
+    rows = _read_csv(csv_path, KINETICS_REQUIRED, "Kinetics CSV")
+    out, seen = [], set()
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{csv_path.name}:{n}"
+        label = " ".join((row.get("label") or "").split())
+        ytid = (row.get("youtube_id") or "").strip()
+        start, end = (
+            _whole_seconds((row.get(k) or "").strip()) for k in ("time_start", "time_end")
+        )
+        if not ytid:
+            errors.append(f"{where}: empty youtube_id")
+            continue
+        if start is None or end is None or end <= start:
+            errors.append(
+                f"{where}: {ytid}: bad time_start={row.get('time_start')!r} "
+                f"time_end={row.get('time_end')!r} (whole seconds, start < end)"
+            )
+            continue
+        stem = kinetics_stem(ytid, start, end)
+        if not label:
+            # The test CSVs of Kinetics are unlabelled.
+            errors.append(f"{where}: {stem}: no label (use a labelled CSV, e.g. validate.csv)")
+        elif stem in seen:
+            errors.append(f"{where}: {stem} listed twice")
+        elif stem not in index:
+            expected = videos_dir.absolute() / label / f"{stem}.mp4"
+            errors.append(f"{where}: video {expected} not found (nor {stem}.* elsewhere)")
+        else:
+            seen.add(stem)
+            path = _pick(index[stem], label)
+            out.append((os.path.relpath(path, videos_dir.absolute()), path, label))
+    if not out:
+        raise _no_usable(csv_path, errors)
+    return out
+
+
+def read_kinetics(
+    train_csv: str | Path | None, test_csv: str | Path, videos_dir: str | Path
+) -> ClassificationSet:
+    """A Kinetics-400/600/700 train/test pair (e.g. train.csv + validate.csv) with clips
+    found anywhere under `videos_dir` by their `<YTID>_<start:06d>_<end:06d>` stem.
+
+    Classes are the sorted labels of `train_csv` (of `test_csv` when no training CSV is
+    given, as zero-shot needs none); a test row whose label is not one of them is an error.
+    Rows without a label, with bad times, listed twice or whose clip is missing are errors.
+    Raises ValueError (naming the file) when a CSV is unreadable, lacks a column or has no
+    usable row."""
+    videos_dir = Path(videos_dir)
+    if not videos_dir.is_dir():
+        raise ValueError(f"{videos_dir}: no such video folder")
+    index = index_videos(videos_dir)
+    errors: list[str] = []
+    train_rows = [] if train_csv is None else _read_kinetics_csv(
+        Path(train_csv), videos_dir, index, errors
+    )  # fmt: skip
+    test_rows = _read_kinetics_csv(Path(test_csv), videos_dir, index, errors)
+    classes = sorted({label for _, _, label in (train_rows or test_rows)})
+    label_of = {c: i for i, c in enumerate(classes)}
+    test = []
+    for key, path, label in test_rows:
+        if label in label_of:
+            test.append(LabelledItem(key, path, label_of[label]))
+        else:
+            errors.append(f"{Path(test_csv).name}: {key}: label {label!r} is not a training class")
+    if not test:
+        raise _no_usable(Path(test_csv), errors)
+    train = [LabelledItem(key, path, label_of[label]) for key, path, label in train_rows]
+    return ClassificationSet(classes, train, test, errors)
+
+
 __all__ = [
     "ClassificationSet",
     "LabelledItem",
     "RetrievalItem",
     "Segment",
     "esc50_fold",
+    "index_videos",
+    "kinetics_stem",
     "read_class_index",
     "read_esc50",
+    "read_kinetics",
     "read_msrvtt",
     "read_ucf_split",
     "read_youcook2",

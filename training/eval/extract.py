@@ -1,6 +1,7 @@
 """Distributed embedding extraction with Ray Data: media files -> windows -> frozen-model outputs.
 
-    items --from_items--> decode (tasks: ffmpeg, `num_windows` windows per item, one row each)
+    items --from_items--> decode (tasks: ffmpeg, `num_windows` windows (x `crops` spatial
+                          crops for video) per item, one row per view)
           --map_batches--> embed (actors: the model, on a GPU each when there are GPUs)
           --iter_batches--> the driver gathers (items, windows, d) arrays per output
 
@@ -42,7 +43,8 @@ class MediaItem:
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """How to cut an item into model inputs: `num_windows` uniformly spaced clips."""
+    """How to cut an item into model inputs: `num_windows` uniformly spaced clips, each as
+    `crops` square crops along the long side (video; 1 = the centre crop)."""
 
     modality: str
     num_windows: int = 4
@@ -52,12 +54,20 @@ class WindowSpec:
     height: int = 64
     width: int = 64
     audio_samples: int = 6400
+    crops: int = 1
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality {self.modality!r}: choose one of {MODALITIES}")
-        if self.num_windows < 1:
-            raise ValueError(f"windows={self.num_windows} must be >= 1")
+        if self.num_windows < 1 or self.crops < 1:
+            raise ValueError(f"windows={self.num_windows} and crops={self.crops} must be >= 1")
+        if self.modality == "audio" and self.crops != 1:
+            raise ValueError(f"crops={self.crops}: audio has no spatial crops")
+
+    @property
+    def num_views(self) -> int:
+        """Model inputs per item: windows x crops."""
+        return self.num_windows * self.crops
 
     @classmethod
     def for_model(
@@ -67,6 +77,7 @@ class WindowSpec:
         num_windows: int = 4,
         clip_seconds: float = 3.2,
         size: int | None = None,
+        crops: int = 1,
     ) -> WindowSpec:
         """The model's trained clip shape (`size` overrides height and width, e.g. 224)."""
         tok = model_cfg.tokenizer
@@ -78,6 +89,7 @@ class WindowSpec:
             size or tok.height,
             size or tok.width,
             tok.audio_samples,
+            crops if modality == "video" else 1,
         )
 
     def input_shape(self) -> tuple[int, ...]:
@@ -89,7 +101,8 @@ class WindowSpec:
 
 @dataclass
 class Embeddings:
-    """Per item and window: outputs[name] (items, W, d) float32, valid (items, W) bool."""
+    """Per item and view (window x crop): outputs[name] (items, V, d) float32, valid (items, V)
+    bool."""
 
     keys: list[str]
     outputs: dict[str, np.ndarray]
@@ -112,7 +125,7 @@ class Embeddings:
 
 
 def decode_item(item: MediaItem, spec: WindowSpec) -> np.ndarray:
-    """(num_windows, *spec.input_shape()) for one item; raises VideoDecodeError (a reason)."""
+    """(num_views, *spec.input_shape()) for one item; raises VideoDecodeError (a reason)."""
     if spec.modality == "video":
         from training.eval.media import decode_windows
 
@@ -125,8 +138,9 @@ def decode_item(item: MediaItem, spec: WindowSpec) -> np.ndarray:
             width=spec.width,
             start=item.start,
             end=item.end,
+            crops=spec.crops,
         )
-        return clips.numpy()  # uint8 (W, T, H, W, 3)
+        return clips.numpy()  # uint8 (views, T, H, W, 3)
     from training.data.augment import pool_audio
     from training.eval.media import decode_audio_windows
 
@@ -279,8 +293,8 @@ def extract_embeddings(
         actors: model replicas; default one per GPU, else one (CPU inference is
             compute-bound and the decode tasks need the other cores).
     Returns:
-        Embeddings with (items, num_windows, d) arrays; items that failed are all-invalid
-        and named in `errors`.
+        Embeddings with (items, num_views, d) arrays (views = windows x crops); items that
+        failed are all-invalid and named in `errors`.
     """
     import ray
     from tqdm import tqdm
@@ -288,7 +302,7 @@ def extract_embeddings(
     unknown = set(outputs) - set(OUTPUTS[spec.modality])
     if unknown:
         raise ValueError(f"unknown {spec.modality} outputs {sorted(unknown)}")
-    n, W = len(items), spec.num_windows
+    n, W = len(items), spec.num_views
     arrays = {name: np.zeros((n, W, 0), np.float32) for name in outputs}
     valid = np.zeros((n, W), dtype=bool)
     errors: dict[str, str] = {}

@@ -1,10 +1,11 @@
-"""Linear probes on frozen towers: UCF101 / HMDB51 (video, split files) and ESC-50 (audio, 5 folds).
+"""Linear probes on frozen towers: UCF101 / HMDB51 (video, split files), Kinetics (video,
+train + validation CSVs) and ESC-50 (audio, 5 folds).
 
-split files / esc50.csv -> labelled items (bad rows: errors)
+split files / Kinetics CSVs / esc50.csv -> labelled items (bad rows: errors)
 -> every distinct file's windows embedded once with Ray Data (tower output = the
    aggregation token, before the common-space heads)
 -> per split / fold and classifier (low-rank C = UV, linear SVM): fit on the training
-   windows, test by window-averaged logits -> top-1 accuracy
+   views (windows x crops), test by view-averaged logits -> top-1 accuracy
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from training.eval import benchmarks
 from training.eval.classifiers import probe_accuracy
 from training.eval.extract import Embeddings, MediaItem, WindowSpec, extract_embeddings
 
-DATASETS = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
+DATASETS = {"ucf101": "video", "hmdb51": "video", "kinetics": "video", "esc50": "audio"}
 
 
 @dataclass
 class ProbeTask:
-    """One split (UCF101/HMDB51) or fold (ESC-50): its classes and labelled items."""
+    """One split (UCF101/HMDB51), fold (ESC-50) or CSV pair (Kinetics): classes and items."""
 
-    name: str  # "split1", "fold3"
+    name: str  # "split1", "fold3", "validate"
     classes: list[str]
     train: list  # training.eval.benchmarks.LabelledItem
     test: list
@@ -49,6 +50,8 @@ def load_probe_data(
     esc50_csv: str | Path | None = None,
     audio_dir: str | Path | None = None,
     folds: tuple[int, ...] = (1, 2, 3, 4, 5),
+    kinetics_train_csv: str | Path | None = None,
+    kinetics_csv: str | Path | None = None,
 ) -> ProbeData:
     """Read the benchmark's own list files into per-split / per-fold tasks.
 
@@ -61,6 +64,11 @@ def load_probe_data(
             cs = benchmarks.read_ucf_split(splits_dir, videos_dir, split)
             data.tasks.append(ProbeTask(f"split{split}", cs.classes, cs.train, cs.test))
             data.errors += [e for e in cs.errors if e not in data.errors]
+        return data
+    if dataset == "kinetics":
+        cs = benchmarks.read_kinetics(kinetics_train_csv, kinetics_csv, videos_dir)
+        data.tasks.append(ProbeTask(Path(kinetics_csv).stem, cs.classes, cs.train, cs.test))
+        data.errors += cs.errors
         return data
     classes, items, errors = benchmarks.read_esc50(esc50_csv, audio_dir)
     data.errors += errors
@@ -86,6 +94,7 @@ def run_probe(
     num_windows: int = 4,
     clip_seconds: float = 3.2,
     size: int | None = None,
+    crops: int = 1,
     batch_size: int = 16,
     low_rank=None,
     svm=None,
@@ -101,7 +110,7 @@ def run_probe(
         for it in (*task.train, *task.test):
             files.setdefault(str(it.path), MediaItem(it.key, str(it.path)))
     items = list(files.values())
-    spec = WindowSpec.for_model(model.cfg, data.modality, num_windows, clip_seconds, size)
+    spec = WindowSpec.for_model(model.cfg, data.modality, num_windows, clip_seconds, size, crops)
     output = f"{data.modality}_features"
     emb = extract_embeddings(
         model, items, spec, (output,), batch_size=batch_size, desc=f"{label}: {data.dataset}"
@@ -123,6 +132,7 @@ def run_probe(
     return {
         "label": label,
         "dataset": data.dataset,
+        "views": {"clips": spec.num_windows, "crops": spec.crops},
         "results": results,
         "mean": mean,
         "num_items": len(items),

@@ -74,6 +74,76 @@ def print_probe(report: dict, file=None) -> None:
     _print_errors(first["errors"], file)
 
 
+def print_zeroshot(report: dict, file=None, max_classes: int = 40) -> None:
+    """Top-1/top-5 per model with chance, then per-class accuracy (every model side by side;
+    for more than `max_classes` classes the trained model's 5 best and 5 worst)."""
+    file = file or sys.stdout
+    models = report["models"]
+    first = models[0]
+    views = first["views"]
+    print(
+        f"\n{report['dataset']} zero-shot ({report['modality']}; {first['space']}): "
+        f"{first['num_scored']} of {first['num_items']} items scored, {len(first['classes'])} "
+        f"classes, {len(first['templates'])} prompt templates, "
+        f"{views['clips']} clips x {views['crops']} crops",
+        file=file,
+    )
+    rows = [
+        [m["label"], f"{m['top1']:.3f}", f"{m['top5']:.3f}", f"{m['mean_class_accuracy']:.3f}"]
+        for m in models
+    ]
+    rows.append(["chance", f"{first['chance_top1']:.3f}", f"{first['chance_top5']:.3f}", ""])
+    _table(["model", "top-1", "top-5", "mean class acc"], rows, file)
+    names = list(first["per_class"])
+    if len(names) > max_classes:
+        ranked = sorted(names, key=lambda c: first["per_class"][c]["accuracy"])
+        names = ranked[-5:][::-1] + ranked[:5]
+        print(f"  per class (best and worst 5 of {len(ranked)}):", file=file)
+    rows = [
+        [c, str(first["per_class"][c]["n"])]
+        + [f"{m['per_class'][c]['accuracy']:.3f}" for m in models]
+        for c in names
+    ]
+    _table(["class", "n", *(m["label"] for m in models)], rows, file)
+    for text, words in first["out_of_vocabulary"].items():
+        print(f"  class {text!r}: words not in the tokenizer's vocabulary: {words}", file=file)
+    _print_errors(first["errors"], file)
+
+
+def plot_confusion(report: dict, path: Path) -> Path:
+    """One confusion matrix per model (rows: true class, columns: predicted; row-normalised),
+    side by side; class names on the axes up to 40 classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = report["models"]
+    classes = models[0]["classes"]
+    n = len(classes)
+    side = min(12.0, max(4.0, 0.35 * n + 2))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(side * len(models) + 1, side), squeeze=False, layout="constrained"
+    )
+    for ax, m in zip(axes[0], models):
+        counts = np.asarray(m["confusion"], dtype=float)
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        if n <= 40:
+            ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+            ax.set_yticks(range(n), classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{m['label']}: top-1 {m['top1']:.3f} (chance {m['chance_top1']:.3f})")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of the true class")
+    fig.suptitle(f"{report['dataset']} zero-shot")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _save(fig, ax, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -136,4 +206,12 @@ def plot_probe(report: dict, path: Path) -> Path:
     return _save(fig, ax, path)
 
 
-__all__ = ["plot_probe", "plot_recall", "print_probe", "print_retrieval", "write_json"]
+__all__ = [
+    "plot_confusion",
+    "plot_probe",
+    "plot_recall",
+    "print_probe",
+    "print_retrieval",
+    "print_zeroshot",
+    "write_json",
+]

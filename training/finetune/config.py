@@ -1,7 +1,8 @@
 """Typed configs of a fine-tuning run (`vatt finetune`) and its learning-rate schedule.
 
 A run puts a new linear head on one pretrained VATT tower (video: UCF101/HMDB51-format split
-files; audio: ESC-50) and trains both with SGD + momentum, a linear warm-up and a cosine
+files or Kinetics-400/600/700 CSVs, at the pretraining clip size or another one; audio:
+ESC-50) and trains both with SGD + momentum, a linear warm-up and a cosine
 decay, label smoothing, and mixup for audio (spec section 5). Validation lives in
 `__post_init__` and names the dotted key; `pipeline.configs.from_dict` makes that a one-line
 usage error. Scaling and checkpoint sections are the pretraining ones.
@@ -20,6 +21,15 @@ from training.data.augment import AugmentConfig
 from training.distributed import ScalingConfig
 
 TASKS = ("video", "audio")
+# data.dataset: the labelled set's format and the task it serves ("" = by task).
+DATASETS = {"ucf101": "video", "hmdb51": "video", "kinetics": "video", "esc50": "audio"}
+DEFAULT_DATASET = {"video": "ucf101", "audio": "esc50"}
+_NEEDED_KEYS = {
+    "ucf101": ("ucf101_splits", "ucf101_videos"),
+    "hmdb51": ("ucf101_splits", "ucf101_videos"),  # converted to the UCF101 files
+    "kinetics": ("kinetics_train_csv", "kinetics_test_csv", "kinetics_videos"),
+    "esc50": ("esc50_csv", "esc50_audio"),
+}
 # `init=preset:<name>`: the architecture of a model preset, randomly initialised (the
 # from-scratch baseline a pretrained tower must beat).
 SCRATCH_PREFIX = "preset:"
@@ -29,6 +39,8 @@ SCRATCH_PREFIX = "preset:"
 class FinetuneDataConfig:
     """Where the labelled set is and how clips are cut from it."""
 
+    # ucf101 | hmdb51 | kinetics | esc50; "" = ucf101 for task=video, esc50 for task=audio.
+    dataset: str = ""
     # task=video: UCF101-format split files (HMDB51 converted to them reads the same way).
     ucf101_splits: str = ""  # folder with classInd.txt, trainlist0N.txt, testlist0N.txt
     ucf101_videos: str = ""  # folder of <Class>/<file>
@@ -37,6 +49,17 @@ class FinetuneDataConfig:
     esc50_csv: str = ""
     esc50_audio: str = ""
     fold: int = 1
+    # dataset=kinetics: the official CSVs (label,youtube_id,time_start,time_end,split) and the
+    # clips, <YTID>_<start:06d>_<end:06d>.<ext> anywhere under the folder (<label>/<file>).
+    kinetics_train_csv: str = ""
+    kinetics_test_csv: str = ""  # the validation CSV (Kinetics' test CSVs have no labels)
+    kinetics_videos: str = ""
+    # Video clip size while fine-tuning; 0 = the pretraining grid. Another size (a multiple
+    # of the video patch) interpolates the pretrained position tables once to the new grid:
+    # the spec fine-tunes a 224-trained model at 32 x 320 x 320.
+    frames: int = 0
+    height: int = 0
+    width: int = 0
     clip_seconds: float = 3.2  # one window, as in pretraining (spec section 1)
     fps: float = 10.0
     sample_rate: int = 48_000  # decoded at the pretraining shards' rate, then pooled
@@ -49,6 +72,13 @@ class FinetuneDataConfig:
     audio_peak_normalize: bool = True
 
     def __post_init__(self) -> None:
+        if self.dataset and self.dataset not in DATASETS:
+            raise ValueError(f"data.dataset={self.dataset!r}: choose one of {', '.join(DATASETS)}")
+        for key in ("frames", "height", "width"):
+            if getattr(self, key) < 0:
+                raise ValueError(
+                    f"data.{key}={getattr(self, key)}: 0 (the pretraining size) or more"
+                )
         if self.split < 1 or self.fold < 1:
             raise ValueError(f"data.split={self.split} and data.fold={self.fold} must be >= 1")
         if self.clip_seconds <= 0 or self.fps <= 0 or self.sample_rate < 1:
@@ -144,14 +174,14 @@ class FinetuneConfig:
                 "init: set the pretrained model (export, checkpoint or run folder) or "
                 f"{SCRATCH_PREFIX}<name> for a random init"
             )
-        needed = (
-            ("ucf101_splits", "ucf101_videos")
-            if self.task == "video"
-            else ("esc50_csv", "esc50_audio")
-        )
-        for key in needed:
+        if DATASETS[self.dataset] != self.task:
+            kind = DATASETS[self.dataset]
+            raise ValueError(f"data.dataset={self.dataset} holds {kind}, not task={self.task}")
+        for key in _NEEDED_KEYS[self.dataset]:
             if not getattr(self.data, key):
-                raise ValueError(f"data.{key}: needed for task={self.task}")
+                raise ValueError(f"data.{key}: needed for data.dataset={self.dataset}")
+        if self.task == "audio" and (self.data.frames or self.data.height or self.data.width):
+            raise ValueError("data.frames/height/width: video clip sizes, not for task=audio")
         if self.batch_size < 1 or self.max_steps < 1 or self.log_every < 1:
             raise ValueError("batch_size, max_steps and log_every must be >= 1")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.droptoken_rate < 1.0:
@@ -160,6 +190,11 @@ class FinetuneConfig:
             raise ValueError(f"mixup_alpha={self.mixup_alpha} must be >= 0 (0 = off)")
         if not self.name or "/" in self.name:
             raise ValueError(f"name={self.name!r}: a non-empty run name without '/'")
+
+    @property
+    def dataset(self) -> str:
+        """The labelled set: data.dataset, else the task's default."""
+        return self.data.dataset or DEFAULT_DATASET[self.task]
 
     @property
     def scratch_preset(self) -> str | None:
@@ -176,7 +211,15 @@ class FinetuneConfig:
             self.data,
             **{
                 k: fix(getattr(self.data, k))
-                for k in ("ucf101_splits", "ucf101_videos", "esc50_csv", "esc50_audio")
+                for k in (
+                    "ucf101_splits",
+                    "ucf101_videos",
+                    "esc50_csv",
+                    "esc50_audio",
+                    "kinetics_train_csv",
+                    "kinetics_test_csv",
+                    "kinetics_videos",
+                )  # fmt: skip
             },
         )
         init = self.init if self.scratch_preset is not None else fix(self.init)

@@ -20,16 +20,17 @@ import torch
 
 from preprocessing.decode import DecodeError, decode_audio, decode_frames
 from preprocessing.shard_format import decode_frames as decode_jpegs
-from training.data.augment import audio_to_float, augment_clip, center_crop_resize, pool_audio
+from training.data.augment import audio_to_float, augment_clip, pool_audio
 from training.data.loader import ClipShape, clip_strides
 from training.eval.benchmarks import (
     ClassificationSet,
     LabelledItem,
     esc50_fold,
     read_esc50,
+    read_kinetics,
     read_ucf_split,
 )
-from training.eval.media import window_starts
+from training.eval.media import spatial_crops, window_starts
 from training.finetune.config import FinetuneConfig, FinetuneDataConfig
 
 # decode_frames / decode_audio always pass -t: this many seconds means "the whole file".
@@ -52,8 +53,9 @@ class ClipSpec:
 
     @classmethod
     def build(cls, task: str, model_cfg, data: FinetuneDataConfig) -> ClipSpec:
-        """ValueError (naming data.clip_seconds) when the model's shape does not fit."""
-        shape = ClipShape.from_model(model_cfg)
+        """The model's clip shape, with data.frames/height/width where set. ValueError (naming
+        data.clip_seconds) when that shape does not fit."""
+        shape = clip_shape(model_cfg, data)
         # Only the task's own modality must fit clip_seconds: the other is made to fit exactly.
         fit = (
             dataclasses.replace(shape, audio_samples=round(data.clip_seconds * data.sample_rate))
@@ -73,6 +75,29 @@ class ClipSpec:
     def span_frames(self) -> int:
         """Decoded frames one video window covers."""
         return (self.shape.frames - 1) * self.frame_stride + 1
+
+
+def clip_shape(model_cfg, data: FinetuneDataConfig) -> ClipShape:
+    """The fine-tuning clip shape: the pretraining grid, with data.frames/height/width where
+    set (non-zero)."""
+    shape = ClipShape.from_model(model_cfg)
+    sizes = {k: getattr(data, k) for k in ("frames", "height", "width") if getattr(data, k)}
+    return dataclasses.replace(shape, **sizes)
+
+
+def check_clip_shape(model_cfg, data: FinetuneDataConfig) -> None:
+    """ValueError naming data.<size> when a fine-tuning size is not a multiple of the
+    model's video patch (the tokenizer cuts whole voxels)."""
+    shape = clip_shape(model_cfg, data)
+    patch = model_cfg.tokenizer.video_patch
+    for key, size, p in zip(
+        ("frames", "height", "width"), (shape.frames, shape.height, shape.width), patch
+    ):
+        if size % p:
+            raise ValueError(
+                f"data.{key}={size}: must be a multiple of the model's video patch "
+                f"{'x'.join(map(str, patch))} (here {p})"
+            )
 
 
 class ClipCache:
@@ -165,24 +190,6 @@ def _pad(wave: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.cat([wave, wave.new_zeros(samples - len(wave))])
 
 
-def spatial_crops(frames: np.ndarray, crops: int, height: int, width: int) -> list[torch.Tensor]:
-    """`crops` square crops spaced evenly along the long side (1: the centre; 3: the usual
-    left/centre/right, or top/centre/bottom for portrait video), each resized to
-    height x width. frames: uint8 [T, H0, W0, 3] -> float [T, height, width, 3] each."""
-    _, h0, w0, _ = frames.shape
-    side = min(h0, w0)
-    offsets = (
-        [round(o) for o in np.linspace(0, max(h0, w0) - side, crops)]
-        if crops > 1
-        else [(max(h0, w0) - side) // 2]
-    )
-    out = []
-    for o in offsets:
-        square = frames[:, o : o + side] if h0 > w0 else frames[:, :, o : o + side]
-        out.append(center_crop_resize(square, height, width))  # scale only: it is square
-    return out
-
-
 def batches_of(views: torch.Tensor, size: int):
     for i in range(0, len(views), size):
         yield views[i : i + size]
@@ -192,6 +199,8 @@ def load_dataset(cfg: FinetuneConfig) -> ClassificationSet:
     """The run's train/test split from the benchmark's own files (bad rows: errors).
     ValueError names the file when a list is unreadable or a split/fold is empty."""
     data = cfg.data
+    if cfg.dataset == "kinetics":
+        return read_kinetics(data.kinetics_train_csv, data.kinetics_test_csv, data.kinetics_videos)
     if cfg.task == "video":
         return read_ucf_split(data.ucf101_splits, data.ucf101_videos, data.split)
     classes, items, errors = read_esc50(data.esc50_csv, data.esc50_audio)

@@ -99,7 +99,8 @@ def _build(cfg: FinetuneConfig, ctx, dataset, run_dir: str) -> FinetuneWorker:
     from training.finetune.config import finetune_lr
     from training.finetune.model import TowerClassifier, load_backbone
 
-    vatt, source = load_backbone(cfg.init, cfg.droptoken_rate, cfg.seed)
+    size = (cfg.data.frames, cfg.data.height, cfg.data.width)
+    vatt, source = load_backbone(cfg.init, cfg.droptoken_rate, cfg.seed, size)
     torch.manual_seed(cfg.seed)  # the same head on every rank (DDP also broadcasts rank 0's)
     module = TowerClassifier(vatt, cfg.task, len(dataset.classes), cfg.dropout).to(ctx.device)
     optimizer = torch.optim.SGD(
@@ -306,14 +307,17 @@ def write_report(w: FinetuneWorker, began: float) -> None:
     if w.ctx.rank != 0:
         return
     cfg, world = w.cfg, w.ctx.world_size
-    part = "split" if cfg.task == "video" else "fold"
+    part = {"kinetics": "csv", "esc50": "fold"}.get(cfg.dataset, "split")
+    which = {"split": cfg.data.split, "fold": cfg.data.fold, "csv": cfg.data.kinetics_test_csv}
+    tok = w.module.vatt.cfg.tokenizer
     report = {
         "task": cfg.task,
         "init": cfg.init,
         "source": w.source,
         "run_dir": w.run_dir,
         "dataset": {
-            part: cfg.data.split if cfg.task == "video" else cfg.data.fold,
+            "name": cfg.dataset,
+            part: which[part],
             "classes": list(w.dataset.classes),
             "train_items": sum(u[0] for u in w.usable),
             "test_items": sum(u[1] for u in w.usable),
@@ -329,6 +333,13 @@ def write_report(w: FinetuneWorker, began: float) -> None:
         "eval": w.state.eval_last,
         "eval_history": w.state.history,
         "eval_views": {"clips": w.views[0], "crops": w.views[1]},
+        "clip": {
+            "frames": tok.frames,
+            "height": tok.height,
+            "width": tok.width,
+            "audio_samples": tok.audio_samples,
+            "pretrained": w.source.get("pretrained_clip"),
+        },
         "seconds_this_attempt": time.time() - began,
     }
     Path(w.run_dir, REPORT).write_text(json.dumps(report, indent=2))
@@ -364,11 +375,12 @@ def check_run(cfg: FinetuneConfig):
 
     Returns the ClassificationSet. Raises ValueError (incl. CheckpointError) naming the file
     or key."""
-    from training.finetune.data import ClipSpec, load_dataset
+    from training.finetune.data import ClipSpec, check_clip_shape, load_dataset
     from training.finetune.model import pretrained_model_config
 
     dataset = load_dataset(cfg)
     model_cfg = pretrained_model_config(cfg.init)
+    check_clip_shape(model_cfg, cfg.data)
     ClipSpec.build(cfg.task, model_cfg, cfg.data)
     if len(dataset.train) < cfg.scaling.num_workers:
         raise ValueError(

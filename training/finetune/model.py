@@ -114,14 +114,23 @@ def pretrained_model_config(init: str):
     return ModelConfig.from_dict(state["model_config"])
 
 
-def load_backbone(init: str, droptoken_rate: float, seed: int) -> tuple[nn.Module, dict]:
+def load_backbone(
+    init: str,
+    droptoken_rate: float,
+    seed: int,
+    clip_size: tuple[int, int, int] = (0, 0, 0),
+) -> tuple[nn.Module, dict]:
     """The VATT model to fine-tune and a description of where it came from.
 
     `init=preset:<name>` builds that preset with a random init (seeded: every rank gets the
     same weights); anything else goes through `export.load_pretrained` (export, checkpoint
-    or run folder). The DropToken rate is replaced by `droptoken_rate`."""
+    or run folder). The DropToken rate is replaced by `droptoken_rate`. `clip_size`
+    (frames, height, width; 0 = the pretrained size), when it differs from the pretraining
+    grid, becomes the model's trained grid with its position tables interpolated
+    (`training.model.with_video_grid`); `source["pretrained_clip"]` records the size the
+    model was pretrained at."""
     from training.export import load_pretrained
-    from training.model import VATT, build_model_from_config, make_config
+    from training.model import VATT, build_model_from_config, make_config, with_video_grid
 
     if init.startswith(SCRATCH_PREFIX):
         torch.manual_seed(seed)
@@ -137,4 +146,8 @@ def load_backbone(init: str, droptoken_rate: float, seed: int) -> tuple[nn.Modul
             rebuilt = VATT(dataclasses.replace(model.cfg, droptoken_rate=droptoken_rate))
         rebuilt.load_state_dict(model.state_dict(), strict=True, assign=True)
         model = rebuilt
+    tok = model.cfg.tokenizer
+    source["pretrained_clip"] = f"{tok.frames}x{tok.height}x{tok.width}"
+    pretrained = (tok.frames, tok.height, tok.width)
+    model = with_video_grid(model, *(c or p for c, p in zip(clip_size, pretrained)))
     return model.train(), source

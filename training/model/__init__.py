@@ -13,7 +13,7 @@ from training.model.config import (
 from training.model.heads import convert_sync_batchnorm
 from training.model.image_init import init_video_from_image, load_image_checkpoint
 from training.model.presets import DEFAULT_PRESET, PRESETS, SIZES, make_config, resolve_preset
-from training.model.vatt import VATT
+from training.model.vatt import VATT, with_video_grid
 
 
 def build_model_from_config(cfg: ModelConfig, device: torch.device | str | None = None) -> VATT:
@@ -87,4 +87,5 @@ __all__ = [
     "convert_sync_batchnorm",
     "make_config",
     "resolve_preset",
+    "with_video_grid",
 ]

@@ -53,6 +53,17 @@ class VideoPositions(nn.Module):
         pos = (pos_t + pos_h + pos_w).reshape(t * h * w, -1)  # (t, h, w, D) -> (N, D)
         return x + pos.to(x.dtype)
 
+    def resized_tables(self, grid: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        """The tables interpolated to `grid` (t, h, w), by parameter name: what this module
+        computes on the fly for that grid, made the trained grid (fine-tuning at a new size)."""
+        t, h, w = grid
+        with torch.no_grad():
+            return {
+                "temporal": resize_table(self.temporal, t).clone(),
+                "vertical": resize_table(self.vertical, h).clone(),
+                "horizontal": resize_table(self.horizontal, w).clone(),
+            }
+
 
 class Spatial2dVideoPositions(nn.Module):
     """Learnable (h, w) spatial table (ViT's pos_embed layout) + temporal table, summed.
@@ -74,6 +85,15 @@ class Spatial2dVideoPositions(nn.Module):
         pos_hw = resize_grid_table(self.spatial, h, w)[None]  # (1, h, w, D)
         pos = (pos_t + pos_hw).reshape(t * h * w, -1)  # (t, h, w, D) -> (N, D)
         return x + pos.to(x.dtype)
+
+    def resized_tables(self, grid: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        """The tables interpolated to `grid` (t, h, w), by parameter name (as VideoPositions)."""
+        t, h, w = grid
+        with torch.no_grad():
+            return {
+                "temporal": resize_table(self.temporal, t).clone(),
+                "spatial": resize_grid_table(self.spatial, h, w).clone(),
+            }
 
 
 class AudioPositions(nn.Module):

@@ -271,3 +271,22 @@ def _init_weights(module: nn.Module) -> None:
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+def with_video_grid(model: VATT, frames: int, height: int, width: int) -> VATT:
+    """`model` made to take frames x height x width video as its trained grid: the video
+    position tables are interpolated once from the pretraining grid (linear in time,
+    (bi)linear in space, exactly what the model does on the fly at another size) and become
+    the new learnable tables; every other weight is shared as is. Fine-tuning a 224-pixel
+    model at 320 x 320 (spec section 5) starts here. Returns `model` itself when the grid is
+    unchanged; ValueError (naming tokenizer.<size>) when a size is not a patch multiple."""
+    cfg = model.cfg.replace(tokenizer={"frames": frames, "height": height, "width": width})
+    if cfg == model.cfg:
+        return model
+    state = model.state_dict()
+    tables = model.video_embed.pos.resized_tables(cfg.tokenizer.video_grid)
+    state |= {f"video_embed.pos.{name}": table for name, table in tables.items()}
+    with torch.device("meta"):
+        regridded = type(model)(cfg)
+    regridded.load_state_dict(state, strict=True, assign=True)
+    return regridded.train(model.training)
