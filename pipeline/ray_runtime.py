@@ -47,7 +47,12 @@ def init_ray(
         ray.init(address=address, log_to_driver=True)
         return f"ray cluster at {address}"
     _loopback_only()
+    # address="local" always starts a new embedded Ray: with no address, `ray.init` joins any
+    # cluster a `ray start` left on this machine (/tmp/ray/ray_current_cluster), and then
+    # rejects num_cpus ("When connecting to an existing cluster, num_cpus ... must not be
+    # provided"): CI failed that way after another process's head outlived its test.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         _node_ip_address="127.0.0.1",
