@@ -229,9 +229,10 @@ def train_step(w: Worker) -> None:
     keys = ("loss", *objective.loss_parts)
     accum = cfg.deepspeed.grad_accum
     parts = None
-    for _ in range(accum):
+    for micro in range(accum):
         t0 = time.perf_counter()
         batch = next(w.batches)
+        distributed.seed_step(cfg.seed, ctx.rank, w.state.step, micro)
         w.window.data_wait += time.perf_counter() - t0
         w.window.skipped += batch["skipped"]
         if batch["skipped_keys"]:
