@@ -185,7 +185,11 @@ def plan_clips(
                 continue
         else:
             windows = segment_windows(
-                duration, cfg.window_seconds, cfg.train_window_seconds, offset
+                duration,
+                cfg.window_seconds,
+                cfg.train_window_seconds,
+                offset,
+                cover=cfg.audioset_windows == "cover",
             )
         if not row["has_audio"]:
             reason = "no audio stream: zero waveform with audio_mask 0"
