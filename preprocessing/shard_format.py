@@ -239,17 +239,51 @@ def max_audio_samples(meta: dict) -> int:
     return math.ceil((meta["end"] - meta["start"] + AUDIO_SLACK_S) * meta["sample_rate"])
 
 
-def decode_sample(sample: dict, frames: slice | None = None) -> dict:
+def sparse_frame_indices(
+    num_stored: int, sparse_frames: int, rng: np.random.Generator | None = None
+) -> list[int]:
+    """ALPRO's sparse sampling over a WebVid sample's stored frames: split them into
+    `sparse_frames` equal segments (np.linspace bounds, as the release does) and take one
+    frame of each, at random with `rng` (training) or the segment's middle one without
+    (evaluation). Fewer stored frames than segments repeat frames, never fail.
+
+    Args:
+        num_stored: frames in the sample (`num_frames`), >= 1.
+        sparse_frames: frames wanted (the sample's `sparse_frames`, ALPRO's num_frm = 4).
+        rng: numpy Generator for a random frame per segment; None = middle frames.
+    Returns:
+        `sparse_frames` indices into the stored frames, non-decreasing.
+    """
+    if num_stored < 1 or sparse_frames < 1:
+        raise ValueError(
+            f"need num_stored >= 1 and sparse_frames >= 1, got {num_stored}, {sparse_frames}"
+        )
+    bounds = np.linspace(0, num_stored, sparse_frames + 1)
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        first, last = int(lo), max(int(lo), int(np.ceil(hi)) - 1)  # inclusive frame range
+        pick = int(rng.integers(first, last + 1)) if rng is not None else (first + last + 1) // 2
+        out.append(min(pick, num_stored - 1))
+    return out
+
+
+def decode_sample(sample: dict, frames: slice | list[int] | None = None) -> dict:
     """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16}.
-    `frames` selects a range of frames so only those JPEGs are decoded. Guarded: SampleError
-    (a ValueError) with a one-line reason for any member that is missing or malformed."""
+    `frames` selects frames (a slice, or a list of indices such as `sparse_frame_indices`
+    gives) so only those JPEGs are decoded. Guarded: SampleError (a ValueError) with a
+    one-line reason for any member that is missing or malformed."""
     missing = [f".{m}" for m in (VIDEO_MEMBER, AUDIO_MEMBER, META_MEMBER) if m not in sample]
     if missing:
         raise SampleError(f"missing member {', '.join(missing)}")
     meta = parse_meta(sample[META_MEMBER])
     jpegs = split_frames(sample[VIDEO_MEMBER], meta["frame_sizes"])
-    if frames is not None:
+    if isinstance(frames, slice):
         jpegs = jpegs[frames]
+    elif frames is not None:
+        bad = [i for i in frames if not -len(jpegs) <= i < len(jpegs)]
+        if bad:
+            raise SampleError(f"frame index {bad[0]} is outside the sample's {len(jpegs)} frames")
+        jpegs = [jpegs[i] for i in frames]
     video = decode_frames(jpegs, (meta["width"], meta["height"]))
     audio = sample[AUDIO_MEMBER]
     if isinstance(audio, bytes):
