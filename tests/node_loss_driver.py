@@ -2,7 +2,7 @@
 on this machine (Ray's own `ray.cluster_utils.Cluster`, the tool Ray's tests use), a job on
 it, and a worker node SIGKILLed mid-job. Prints one JSON line with what happened.
 
-    python tests/node_loss_driver.py preprocess CONFIG_JSON
+    python tests/node_loss_driver.py preprocess|train CONFIG_JSON
 
 A process of its own because a driver connects to one Ray per process and the pytest process
 already holds the session's embedded Ray.
@@ -34,14 +34,14 @@ def node_args(cpus: int) -> dict:
     }
 
 
-def start_cluster(worker_nodes: int):
+def start_cluster(worker_nodes: int, head_cpus: int = 1):
     from pipeline.ray_runtime import _loopback_only
 
     _loopback_only()  # node addresses stay 127.0.0.1
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args=node_args(1))
+    cluster = Cluster(initialize_head=True, head_node_args=node_args(head_cpus))
     workers = [cluster.add_node(**node_args(1)) for _ in range(worker_nodes)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
@@ -93,7 +93,26 @@ def preprocess(config: dict) -> dict:
     return {**result, "shards_done_at_kill": done_at_kill, "nodes_alive_after": alive}
 
 
+def train(config: dict) -> dict:
+    """Pretraining with 2 Ray Train workers on a head without CPUs + three 1-CPU nodes; at
+    `kill_step` the last rank SIGKILLs its node's raylet and itself (the whole node is gone);
+    Ray Train restarts the group on the two nodes left, from the last checkpoint."""
+    from pipeline.commands.train import build_config
+    from training.pretrain.loop import run_training
+
+    cluster, _ = start_cluster(3, head_cpus=0)
+    cfg = build_config("debug", config["overrides"])
+    summary = run_training(cfg, fault_kill_step=config["kill_step"], fault_kill_node=True)
+    import ray
+
+    # Ray Train restarted only after the GCS marked the node dead: no wait needed here.
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    ray.shutdown()
+    cluster.shutdown()
+    return {"summary": summary, "nodes_alive_after": alive}
+
+
 if __name__ == "__main__":
     mode, config = sys.argv[1], json.loads(sys.argv[2])
-    out = {"preprocess": preprocess}[mode](config)
+    out = {"preprocess": preprocess, "train": train}[mode](config)
     print(json.dumps(out, default=str))

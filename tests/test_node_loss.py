@@ -6,6 +6,7 @@ process of its own."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -15,7 +16,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, make_howto_corpus
 
 DRIVER = Path(__file__).with_name("node_loss_driver.py")
@@ -68,3 +68,29 @@ def test_preprocessing_survives_the_loss_of_a_worker_node(corpus, ray_local, tmp
     assert lost["summary"]["samples_written"] == whole["samples_written"] == 16
     assert lost["summary"]["shards"] == whole["shards"] >= 3
     assert samples(tmp_path / "lost") == samples(tmp_path / "whole")
+
+
+def test_training_survives_the_loss_of_a_node(sample_shards, tmp_path):
+    """2 workers on 1-CPU nodes; at step 3 the last rank's whole node dies (its raylet and
+    it SIGKILLed): Ray Train restarts the group on the nodes left, from the step-2
+    checkpoint, and the run ends at exactly max_steps with every step logged once."""
+    overrides = [
+        f"storage={tmp_path}", "name=node_loss", "log_every=1", "max_steps=6",
+        f"data.howto100m={sample_shards['howto100m']}",
+        f"data.audioset={sample_shards['audioset']}",
+        f"data.tokenizer={sample_shards['tokenizer']}",
+        "data.shuffle_buffer=16", "data.loader_workers=1", "eval.msrvtt_csv=",
+        "eval.msrvtt_videos=", "checkpoint.every_steps=2", "deepspeed.micro_batch=4",
+        "scaling.num_workers=2", "scaling.cpus_per_worker=1",
+    ]  # fmt: skip
+    out = run_driver("train", {"overrides": overrides, "kill_step": 3})
+    run_dir = tmp_path / "node_loss"
+    assert (run_dir / ".fault_injected").read_text() == "3"
+    assert out["nodes_alive_after"] == 3  # the head and two of the three worker nodes
+    assert out["summary"]["steps"] == 6
+    (record,) = [json.loads(x) for x in (run_dir / "resumes.jsonl").read_text().splitlines()]
+    assert record["step"] == 2  # the last checkpoint before the node died
+    assert record["loaded_checksum"] == pytest.approx(record["saved_checksum"], rel=1e-12)
+    with open(run_dir / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the lost step 3 logged once, after the resume
