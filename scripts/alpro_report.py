@@ -51,15 +51,8 @@ def load_clips(
 
 
 def _topic_words(truth: dict) -> dict[str, list[str]]:
-    """topics.json's words per topic (a list, or a dict holding one)."""
-    out = {}
-    for name, spec in truth["topics"].items():
-        if isinstance(spec, dict):
-            words = spec.get("words") or spec.get("caption_words") or []
-        else:
-            words = spec
-        out[name] = [w for phrase in words for w in str(phrase).lower().split()]
-    return out
+    """topics.json's words per topic name."""
+    return {t["name"]: [str(w).lower() for w in t["words"]] for t in truth["topics"]}
 
 
 def main(argv: list[str]) -> int:

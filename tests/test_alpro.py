@@ -115,10 +115,10 @@ def test_every_parameter_gets_a_gradient_from_the_four_losses():
     batch = _debug_batch()
     out = model(batch)
     B = batch["video"].shape[0]
-    assert out["vtm_logits"].shape == (3 * B, 2) and out["pem_logits"].shape == (B, 64)
+    assert out["vtm_logits"].shape == (3 * B, 2) and out["pem_logits"].shape == (B, 32)
     labels = torch.where(batch["mlm_ids"] != batch["text_ids"], batch["text_ids"], -100)
     labels[:, 1] = batch["text_ids"][:, 1]  # at least one target
-    soft = torch.softmax(torch.randn(B, 64), dim=1)
+    soft = torch.softmax(torch.randn(B, 32), dim=1)
     loss = (
         vtc_loss(out["video_vt"], out["text_vt"], out["temp"])
         + vtm_loss(out["vtm_logits"])
@@ -412,7 +412,7 @@ def test_train_config_pairs_presets_with_the_objective():
 
     base = {"data": {"howto100m": "x"}}
     cfg = from_dict(TrainConfig, {**base, "preset": "alpro-debug", "objective": "alpro"})
-    assert cfg.model_config().num_entities == 64
+    assert cfg.model_config().num_entities == 32
     with pytest.raises(ConfigError, match="objective=alpro"):
         from_dict(TrainConfig, {**base, "preset": "alpro-debug"})
     with pytest.raises(ConfigError, match="alpro.mlm_prob"):

@@ -173,8 +173,8 @@ _DEBUG = dict(
 ALPRO_PRESETS: dict[str, AlproConfig] = {
     "alpro-base": AlproConfig(name="alpro-base"),
     "alpro-prompter-base": AlproConfig(name="alpro-prompter-base", fusion_layers=0, num_entities=0),
-    # 64 entities: the sample corpus names a few dozen topics and objects.
-    "alpro-debug": AlproConfig(name="alpro-debug", fusion_layers=2, num_entities=64, **_DEBUG),
+    # 32 entities: the sample corpus has 8 topics of 9 words each, plus layout words.
+    "alpro-debug": AlproConfig(name="alpro-debug", fusion_layers=2, num_entities=32, **_DEBUG),
     "alpro-prompter-debug": AlproConfig(
         name="alpro-prompter-debug", fusion_layers=0, num_entities=0, **_DEBUG
     ),
