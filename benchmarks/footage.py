@@ -19,7 +19,7 @@ import numpy as np
 def make_footage(path: str | Path, seconds: float = 12.0, seed: int = 0) -> Path:
     """A 640x360 30 fps H.264 + AAC file: a slowly drifting colour gradient with a moving
     test card and a zooming Mandelbrot inset, temporal grain (`noise`), and pink noise mixed
-    with a wobbling tone for audio. `seed` shifts the content."""
+    with a pulsing tone for audio. `seed` shifts the content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x0 = 40 * (seed % 7)
@@ -32,7 +32,7 @@ def make_footage(path: str | Path, seconds: float = 12.0, seed: int = 0) -> Path
     )
     audio = (
         f"anoisesrc=c=pink:a=0.06:r=48000:seed={seed}[n];"
-        f"sine=f={200 + 40 * seed}:r=48000,vibrato=f=3:d=0.5[s];"
+        f"sine=f={200 + 40 * seed}:r=48000,tremolo=f=3:d=0.5[s];"
         "[n][s]amix=inputs=2:weights='1 0.6'[au]"
     )
     subprocess.run(

@@ -10,7 +10,7 @@ from typing import Literal
 
 from preprocessing import storage
 
-SOURCES = ("howto100m", "audioset")
+SOURCES = ("howto100m", "audioset", "webvid")
 # Containers ffmpeg reads that downloaders, phones and screen recorders write; when two files
 # share an id, the earlier extension here is used (the other gets an errors.parquet row).
 VIDEO_EXTENSIONS = (
@@ -26,11 +26,14 @@ PLAN_VERSION = 3  # 3: schema v2 encodings
 class PreprocessConfig:
     """Settings of one `vatt preprocess` run. Paths may be local; object-store URIs come later."""
 
-    source: Literal["howto100m", "audioset"]
-    videos: str  # folder of <video_id>.<ext> (HowTo100M) or [Y]<YTID>[_<start>_<end>].<ext>
+    source: Literal["howto100m", "audioset", "webvid"]
+    # Folder of <video_id>.<ext> (HowTo100M), [Y]<YTID>[_<start>_<end>].<ext> (AudioSet), or
+    # [<page_dir>/]<videoid>.<ext> (WebVid; or whatever the CSV's path column names).
+    videos: str
     out: str
     captions: str | None = None  # HowTo100M caption.json
     segments: str | None = None  # AudioSet segments CSV
+    csv: str | None = None  # WebVid-style CSV (videoid, name, [page_dir | path], ...)
     # Decoding (spec §1): 10 fps, 48 kHz mono; short side 256 leaves room for a 224 random crop.
     fps: float = 10.0
     short_side: int = 256
@@ -68,6 +71,14 @@ class PreprocessConfig:
     jpeg_qscale: int = 3
     # Target windows per shard; a shard holds whole videos, so sizes vary around this.
     samples_per_shard: int = 64
+    # WebVid (ALPRO's sparse sampling): one sample per clip, the whole clip cut into
+    # `sparse_frames` equal segments (ALPRO's num_frm = 4) with `frames_per_segment` frames
+    # stored evenly in each, so a loader can draw one at random per segment in training (2
+    # gives it a choice and keeps a sample ~8 JPEGs) and take the middle one in evaluation.
+    sparse_frames: int = 4
+    frames_per_segment: int = 2
+    # A WebVid clip shorter than this is a window error (too short to hold a scene).
+    min_clip_seconds: float = 1.0
     # Word-level vocabulary size cap (spec: 2^16).
     vocab_size: int = 65536
     # The job fails (exit 1) if more than this fraction of inputs+windows failed.
@@ -84,6 +95,15 @@ class PreprocessConfig:
             raise ValueError("howto100m needs captions (the caption.json path)")
         if self.source == "audioset" and not self.segments:
             raise ValueError("audioset needs segments (the segments CSV path)")
+        if self.source == "webvid" and not self.csv:
+            raise ValueError("webvid needs csv (the WebVid-style CSV path)")
+        if self.sparse_frames < 1 or self.frames_per_segment < 1:
+            raise ValueError(
+                f"sparse_frames ({self.sparse_frames}) and frames_per_segment "
+                f"({self.frames_per_segment}) must be >= 1"
+            )
+        if not self.min_clip_seconds > 0:
+            raise ValueError(f"min_clip_seconds must be > 0, got {self.min_clip_seconds}")
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.short_side < 32 or self.short_side % 2:
@@ -148,6 +168,11 @@ class PreprocessConfig:
     @property
     def frames_per_window(self) -> int:
         return round(self.window_seconds * self.fps)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames stored per WebVid clip."""
+        return self.sparse_frames * self.frames_per_segment
 
     @property
     def samples_per_window(self) -> int:

@@ -32,7 +32,7 @@ from preprocessing.manifest import (
 )
 from preprocessing.records import ErrorRow, InputVideo
 from preprocessing.shards import SHARD_DIR, assign_shards, stats_path, write_shard
-from preprocessing.sources import read_audioset, read_howto100m
+from preprocessing.sources import read_audioset, read_howto100m, read_webvid
 from preprocessing.vocab import build_tokenizer, save_tokenizer
 
 RUN_FILE = "run.json"
@@ -76,6 +76,8 @@ def _list_inputs(cfg: PreprocessConfig) -> tuple[list[InputVideo], list[ErrorRow
     extensions = tuple(cfg.video_extensions)
     if cfg.source == "howto100m":
         return read_howto100m(cfg.videos, cfg.captions, extensions)
+    if cfg.source == "webvid":
+        return read_webvid(cfg.videos, cfg.csv, extensions)
     return read_audioset(cfg.videos, cfg.segments, extensions)
 
 
@@ -135,7 +137,7 @@ def run_preprocess(cfg: PreprocessConfig, show_progress: bool = True) -> dict:
         ),
     )
 
-    if cfg.source == "howto100m":
+    if cfg.source in ("howto100m", "webvid"):
         save_tokenizer(build_tokenizer(caption_texts(inputs), cfg.vocab_size), out)
 
     if not storage.is_uri(out):  # remote shards are built in a temp file on the worker
@@ -207,7 +209,7 @@ def _summary(cfg, inputs, errors, clips, per_shard, resumed, seconds) -> dict:
         "out": storage.redact(cfg.out),
         "inputs": {
             "listed": len(inputs)
-            + sum(1 for e in fatal if e.stage in ("input", "segments", "captions")),
+            + sum(1 for e in fatal if e.stage in ("input", "segments", "captions", "csv")),
             "usable": len(clips),
         },
         "windows": {"planned": planned, "written": samples, "failed": planned - samples},

@@ -14,9 +14,15 @@ import pyarrow.parquet as pq
 from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.probe import ProbeError, probe
-from preprocessing.records import ErrorRow, InputVideo
+from preprocessing.records import Caption, ErrorRow, InputVideo
 from preprocessing.shard_format import key_prefix
-from preprocessing.windows import caption_windows, clamp_captions, segment_range, segment_windows
+from preprocessing.windows import (
+    ClipWindow,
+    caption_windows,
+    clamp_captions,
+    segment_range,
+    segment_windows,
+)
 
 MANIFEST_FILE = "manifest.parquet"
 # A stream starting later than this gets a note (AAC priming and B-frame delays are shorter).
@@ -112,7 +118,8 @@ def _stream_notes(video: InputVideo, row: dict, cfg: PreprocessConfig) -> list[E
     """What the decode will do differently from the file's plain reading, said once per file
     (not fatal): which audio stream of several, a late stream start, a cropped long side."""
     notes: list[str] = []
-    if (row.get("audio_streams") or 0) > 1:
+    uses_audio = bool(row["has_audio"]) and video.source != "webvid"  # WebVid: video + text
+    if uses_audio and (row.get("audio_streams") or 0) > 1:
         lang = row.get("audio_language") or "no language tag"
         notes.append(
             f"{row['audio_streams']} audio streams: using stream #{row['audio_stream']} "
@@ -120,7 +127,7 @@ def _stream_notes(video: InputVideo, row: dict, cfg: PreprocessConfig) -> list[E
         )
     for kind in ("video", "audio"):
         late = row.get(f"{kind}_start") or 0.0
-        if late > MAX_STREAM_OFFSET_S and (kind == "video" or row["has_audio"]):
+        if late > MAX_STREAM_OFFSET_S and (kind == "video" or uses_audio):
             filler = "the first frame repeats" if kind == "video" else "silence"
             notes.append(f"{kind} stream starts at {late:.2f}s: {filler} before it")
     width, height = row.get("width") or 0, row.get("height") or 0
@@ -165,11 +172,22 @@ def plan_clips(
                 errors.append(_row(video, "window", where))
                 continue
             offset, duration = where[0], where[1] - where[0]
-        if duration < cfg.train_window_seconds:
+        fps = cfg.fps
+        if video.source == "webvid":
+            # One sample per clip: the whole clip, its frames spread over it (config.py).
+            if duration < cfg.min_clip_seconds:
+                reason = f"clip is {duration:.2f}s, shorter than min_clip_seconds={cfg.min_clip_seconds:g}"
+                errors.append(_row(video, "window", reason))
+                continue
+            end = round(duration, 3)
+            fps = cfg.clip_frames / end
+            text = video.captions[0].text
+            windows = [ClipWindow(0.0, end, anchor=0, captions=[Caption(text, 0.0, end)])]
+        elif duration < cfg.train_window_seconds:
             short = f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s"
             errors.append(_row(video, "window", f"{short} training window"))
             continue
-        if video.source == "howto100m":
+        elif video.source == "howto100m":
             captions, errs = clamp_captions(video.captions, duration, video.video_id, video.path)
             errors.extend(errs)
             windows = caption_windows(
@@ -187,12 +205,13 @@ def plan_clips(
             windows = segment_windows(
                 duration, cfg.window_seconds, cfg.train_window_seconds, offset
             )
-        if not row["has_audio"]:
+        # WebVid samples never carry audio (ALPRO is video-text): no note for each clip.
+        if not row["has_audio"] and video.source != "webvid":
             reason = "no audio stream: zero waveform with audio_mask 0"
             errors.append(_row(video, "probe", reason, fatal=False))
         errors += _stream_notes(video, row, cfg)
         key_owner[prefix] = video.clip_id
-        has_audio = bool(row["has_audio"])
+        has_audio = bool(row["has_audio"]) and video.source != "webvid"
         clips.append(
             {
                 "clip_id": video.clip_id,
@@ -203,6 +222,7 @@ def plan_clips(
                 "video_stream": row.get("video_stream"),
                 "audio_stream": row.get("audio_stream") if has_audio else None,
                 "video_start": row.get("video_start") or 0.0,
+                "fps": fps,  # frames per second stored (WebVid: clip_frames / duration)
                 # What the sample's JSON records about the audio it holds.
                 "audio_info": {
                     "index": row.get("audio_stream"),

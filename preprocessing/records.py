@@ -18,11 +18,12 @@ class Caption:
 class InputVideo:
     """One input file and what the source listing says about it (before probing)."""
 
-    source: str  # "howto100m" | "audioset"
-    video_id: str  # HowTo100M video id / AudioSet YTID
+    source: str  # "howto100m" | "audioset" | "webvid"
+    video_id: str  # HowTo100M video id / AudioSet YTID / WebVid videoid
     clip_id: str  # unique id of this file: video id (HowTo100M) or <YTID>_<start ms>_<end ms>
     path: str
-    captions: list[Caption] = field(default_factory=list)  # HowTo100M only, sorted by start
+    # HowTo100M: sorted by start; WebVid: the one caption of the clip (times set when planned)
+    captions: list[Caption] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # AudioSet label MIDs (kept for probes)
     segment_start: float | None = None  # AudioSet: the segment's offset in the YouTube video
     segment_end: float | None = None
@@ -34,7 +35,7 @@ class ErrorRow:
 
     source: str
     video_id: str
-    stage: str  # captions | segments | input | probe | window | decode
+    stage: str  # captions | segments | csv | input | probe | window | decode
     reason: str
     path: str = ""
     # Adjustments that are documented behaviour (e.g. a clamped caption time) are recorded

@@ -76,6 +76,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # compressed stream (a gzip named .tar inflating a huge member) is refused with a reason.
 MAX_MEMBER_BYTES = 256 << 20
 MAX_FRAME_PIXELS = 1 << 24  # 4096 x 4096
+MAX_FRAMES = 4096  # frames of a video member decoded whole (a window holds tens)
 AUDIO_SLACK_S = 1.0  # .npy may exceed (end - start) x sample_rate by this much
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: key up to the first dot
@@ -283,23 +284,65 @@ def max_audio_samples(meta: dict) -> int:
     return math.ceil((meta["end"] - meta["start"] + AUDIO_SLACK_S) * meta["sample_rate"])
 
 
+def sparse_frame_indices(
+    num_stored: int, sparse_frames: int, rng: np.random.Generator | None = None
+) -> list[int]:
+    """ALPRO's sparse sampling over a WebVid sample's stored frames: split them into
+    `sparse_frames` equal segments (np.linspace bounds, as the release does) and take one
+    frame of each, at random with `rng` (training) or the segment's middle one without
+    (evaluation). Fewer stored frames than segments repeat frames, never fail.
+
+    Args:
+        num_stored: frames in the sample (`num_frames`), >= 1.
+        sparse_frames: frames wanted (the sample's `sparse_frames`, ALPRO's num_frm = 4).
+        rng: numpy Generator for a random frame per segment; None = middle frames.
+    Returns:
+        `sparse_frames` indices into the stored frames, non-decreasing.
+    """
+    if num_stored < 1 or sparse_frames < 1:
+        raise ValueError(
+            f"need num_stored >= 1 and sparse_frames >= 1, got {num_stored}, {sparse_frames}"
+        )
+    bounds = np.linspace(0, num_stored, sparse_frames + 1)
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        first, last = int(lo), max(int(lo), int(np.ceil(hi)) - 1)  # inclusive frame range
+        pick = int(rng.integers(first, last + 1)) if rng is not None else (first + last + 1) // 2
+        out.append(min(pick, num_stored - 1))
+    return out
+
+
 def _av_error() -> tuple[type[BaseException], ...]:
     import av
 
     return (av.error.FFmpegError, OSError, ValueError, EOFError)
 
 
+def _select(frames: slice | list[int] | None, total: int) -> list[int]:
+    """Frame indices of a selection (a slice, a list of indices, None = all) of `total`
+    frames; SampleError for an index outside them."""
+    if frames is None:
+        return list(range(total))
+    if isinstance(frames, slice):
+        return list(range(total)[frames])
+    bad = [i for i in frames if not -total <= i < total]
+    if bad:
+        raise SampleError(f"frame index {bad[0]} is outside the sample's {total} frames")
+    return [i % total for i in frames]
+
+
 def decode_h264(
     data: bytes,
     size: tuple[int, int] | None = None,
-    frames: slice | None = None,
+    frames: slice | list[int] | None = None,
     num_frames: int | None = None,
     max_pixels: int = MAX_FRAME_PIXELS,
 ) -> np.ndarray:
     """An `.mp4` H.264 member -> uint8 [t, H, W, 3] RGB, in-process (PyAV, one thread).
 
-    `frames` selects frames (a slice over the member's frames): decoding runs from the
-    window's key frame up to the last selected frame and only those are converted to RGB.
+    `frames` selects frames (a slice or a list of indices over the member's frames): decoding
+    runs from the window's key frame up to the last selected frame and only those are
+    converted to RGB (an index listed twice is decoded once).
     The stream header is checked first: H.264, at most `max_pixels`, of `size` (width, height)
     when given; a member with fewer frames than the selection needs is refused."""
     import av
@@ -327,23 +370,31 @@ def decode_h264(
         ctx.thread_type = "NONE"
         if total is None:
             total = stream.frames or MAX_FRAME_PIXELS
-        wanted = range(total)[frames] if frames is not None else range(total)
+        wanted = _select(frames, total) if frames is not None or num_frames else []
         keep = set(wanted)
-        last = max(wanted) if len(wanted) else -1
-        out: list[np.ndarray] = []
+        last = max(wanted) if wanted else -1
+        got: dict[int, np.ndarray] = {}
         i = -1
         try:
             for i, frame in enumerate(container.decode(stream)):
+                if frames is None and num_frames is None:
+                    if i >= MAX_FRAMES:
+                        raise SampleError(f"video member holds over {MAX_FRAMES} frames")
+                    got[i] = frame.to_ndarray(format="rgb24")
+                    continue
                 if i > last:
                     break
                 if i in keep:
-                    out.append(frame.to_ndarray(format="rgb24"))
+                    got[i] = frame.to_ndarray(format="rgb24")
         except _av_error() as e:
-            raise SampleError(
-                f"video frame {i + 1}: cannot decode ({' '.join(str(e).split())[:120]})"
-            ) from None
-    if len(out) != len(wanted) and (num_frames is not None or frames is not None):
-        raise SampleError(f"video member holds {i + 1} frames, the crop needs frame {last}")
+            why = " ".join(str(e).split())[:120]
+            raise SampleError(f"video frame {i + 1}: cannot decode ({why})") from None
+    if frames is None and num_frames is None:
+        wanted = sorted(got)
+    missing = [j for j in wanted if j not in got]
+    if missing:
+        raise SampleError(f"video member holds {i + 1} frames, the crop needs frame {max(missing)}")
+    out = [got[j] for j in wanted]
     return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
@@ -406,19 +457,24 @@ def decode_audio_member(data: bytes, meta: dict) -> np.ndarray:
     return np.pad(audio, (0, want - len(audio)))
 
 
-def decode_video_member(data: bytes, meta: dict, frames: slice | None = None) -> np.ndarray:
-    """The sample's video member (any codec) -> uint8 [t, H, W, 3], only `frames` decoded."""
+def decode_video_member(
+    data: bytes, meta: dict, frames: slice | list[int] | None = None
+) -> np.ndarray:
+    """The sample's video member (any codec) -> uint8 [t, H, W, 3], only `frames` (a slice,
+    or a list of indices such as `sparse_frame_indices` gives) decoded."""
     size = (meta["width"], meta["height"])
     if members(meta)[0] == VIDEO_MEMBER:
         jpegs = split_frames(data, meta["frame_sizes"])
-        return decode_frames(jpegs[frames] if frames is not None else jpegs, size)
+        if frames is not None:
+            jpegs = [jpegs[i] for i in _select(frames, len(jpegs))]
+        return decode_frames(jpegs, size)
     return decode_h264(data, size, frames, meta["num_frames"])
 
 
-def decode_sample(sample: dict, frames: slice | None = None) -> dict:
+def decode_sample(sample: dict, frames: slice | list[int] | None = None) -> dict:
     """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16},
-    schema v1 or v2, any codec. `frames` selects a range of frames so only those are decoded
-    (JPEG) or converted (H.264). Guarded: SampleError (a ValueError) with a one-line reason
+    schema v1 or v2, any codec. `frames` selects frames (a slice, or a list of indices such as
+    `sparse_frame_indices` gives) so only those are decoded (JPEG) or converted (H.264). Guarded: SampleError (a ValueError) with a one-line reason
     for any member that is missing or malformed."""
     if META_MEMBER not in sample:
         raise SampleError(f"missing member .{META_MEMBER}")

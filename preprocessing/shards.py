@@ -85,7 +85,12 @@ def _window_meta(
     ratio = (
         speech_ratio(audio, cfg.sample_rate, cfg.vad_mode, cfg.vad_frame_ms) if has_audio else 0.0
     )
-    has_text = clip["source"] == "howto100m" and bool(w.captions)
+    if clip["source"] == "webvid":  # the caption describes the clip: no speech gating
+        text_mask = int(bool(w.captions))
+    else:
+        has_text = clip["source"] == "howto100m" and bool(w.captions)
+        text_mask = int(has_text and ratio >= cfg.min_speech_ratio)
+    extra = {"sparse_frames": cfg.sparse_frames} if clip["source"] == "webvid" else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "key": sample_key(clip["clip_id"], w.start),
@@ -94,7 +99,7 @@ def _window_meta(
         "clip_id": clip["clip_id"],
         "start": w.start,
         "end": w.end,
-        "fps": cfg.fps,
+        "fps": clip.get("fps") or cfg.fps,
         "num_frames": len(frames),
         "height": height,
         "width": width,
@@ -103,7 +108,7 @@ def _window_meta(
         "num_samples": int(len(audio)),
         "audio_mask": int(has_audio),
         "speech_ratio": round(ratio, 4),
-        "text_mask": int(has_text and ratio >= cfg.min_speech_ratio),
+        "text_mask": text_mask,
         "captions": [asdict(c) for c in w.captions],
         "labels": list(clip.get("labels") or []),
         "segment": [clip["segment_start"], clip["segment_end"]]
@@ -111,7 +116,11 @@ def _window_meta(
         else None,
         "audio_stream": clip.get("audio_info"),
         "video_codec": "h264" if cfg.video_codec == "h264" else "mjpeg",
-        "audio_codec": "pcm_s16le" if cfg.audio_codec == "pcm" else cfg.audio_codec,
+        # An empty waveform (WebVid without audio) stays a 128-byte .npy.
+        "audio_codec": "pcm_s16le"
+        if cfg.audio_codec == "pcm" or len(audio) == 0
+        else cfg.audio_codec,
+        **extra,
     }
 
 
@@ -125,7 +134,7 @@ def encode_window(
             frames, size[0], size[1], cfg.fps, crf=cfg.h264_crf, preset=cfg.h264_preset,
             keyint=cfg.h264_keyint, threads=threads,
         )  # fmt: skip
-    if cfg.audio_codec == "pcm":
+    if cfg.audio_codec == "pcm" or len(audio) == 0:
         return video, audio
     return video, encode_audio_member(
         audio, cfg.sample_rate, cfg.audio_codec, cfg.audio_bitrate, threads
@@ -138,23 +147,27 @@ def _cut_window(
     frames: list[bytes],
     audio: np.ndarray | None,
     w: ClipWindow,
+    fps: float | None = None,
+    compact_silence: bool = False,
 ) -> tuple[list[bytes], np.ndarray, str]:
     """Slice one window out of a decoded span: (frames, audio, note). Raise DecodeError if
     the video ends early; audio that ends early is padded with silence and the note says so
-    ("" otherwise)."""
-    n_frames = round((w.end - w.start) * cfg.fps)
-    first = round((w.start - span_start) * cfg.fps)
+    ("" otherwise). Without audio the waveform is zeros of the window's length, or an empty
+    one with `compact_silence` (WebVid: a 128-byte member instead of 384 kB of zeros)."""
+    fps = fps or cfg.fps
+    n_frames = round((w.end - w.start) * fps)
+    first = round((w.start - span_start) * fps)
     got = frames[first : first + n_frames]
     missing = n_frames - len(got)
     if not got or missing > MAX_MISSING_FRAMES:
-        t_end = span_start + len(frames) / cfg.fps
+        t_end = span_start + len(frames) / fps
         raise DecodeError(
             f"video ends early: decoded frames reach {t_end:.2f}s, window needs {w.end:.2f}s"
         )
     got = got + [got[-1]] * missing  # repeat the last frame for a rounding shortfall
     n_samples = round((w.end - w.start) * cfg.sample_rate)
     if audio is None:
-        return got, np.zeros(n_samples, np.int16), ""
+        return got, np.zeros(0 if compact_silence else n_samples, np.int16), ""
     offset = round((w.start - span_start) * cfg.sample_rate)
     wav = audio[offset : offset + n_samples]
     note = ""
@@ -194,13 +207,14 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
             ]
             span_start = min(w.start for w in windows)
             span_end = max(w.end for w in windows)
+            fps = clip.get("fps") or cfg.fps  # WebVid: the clip's frames over its duration
             try:
                 with storage.local_copy(clip["path"]) as local:
                     span = decode_span(
                         local,
                         span_start,
-                        span_end - span_start + 1.0 / cfg.fps,
-                        fps=cfg.fps,
+                        span_end - span_start + 1.0 / fps,
+                        fps=fps,
                         short_side=cfg.short_side,
                         sample_rate=cfg.sample_rate,
                         qscale=cfg.jpeg_qscale,
@@ -222,7 +236,10 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                 continue
             for w in windows:
                 try:
-                    frames, audio, note = _cut_window(cfg, span_start, span.frames, span.audio, w)
+                    frames, audio, note = _cut_window(
+                        cfg, span_start, span.frames, span.audio, w, fps,
+                        compact_silence=clip["source"] == "webvid",
+                    )  # fmt: skip
                 except DecodeError as e:
                     errors.append(_decode_error(clip, w, e))
                     continue

@@ -480,3 +480,149 @@ def read_audioset(
             )
         )
     return inputs, errors
+
+
+# WebVid-style CSV (results_2M_train.csv: videoid,contentUrl,duration,page_dir,name). Only
+# `videoid` and `name` are needed; `page_dir` says which subfolder holds the file (the layout
+# WebVid's download script writes), a `path` column names the file outright (relative to the
+# video folder, or absolute). Other columns (contentUrl, duration) are not used: the file's
+# own duration is probed, and nothing is downloaded.
+WEBVID_REQUIRED = ("videoid", "name")
+WEBVID_PATH_COLUMN = "path"
+WEBVID_PAGE_COLUMN = "page_dir"
+
+
+def _webvid_error(vid: str, reason: str, path: str, stage: str = "csv", fatal: bool = True):
+    return ErrorRow("webvid", vid, stage, reason, path, fatal)
+
+
+def _read_webvid_header(
+    text: str, csv_path: str
+) -> tuple[list[str], csv.reader] | tuple[None, ErrorRow]:
+    """(column names, reader positioned after the header) or (None, the fatal row)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        return None, _webvid_error("", f"{csv_path} line 1: not a readable CSV ({e})", csv_path)
+    if header is None or not any(c.strip() for c in header):
+        return None, _webvid_error("", f"{csv_path}: empty, no header line", csv_path)
+    columns = [c.strip() for c in header]
+    missing = [c for c in WEBVID_REQUIRED if c not in columns]
+    if missing:
+        return None, _webvid_error(
+            "",
+            f"{csv_path}: missing column(s) {', '.join(missing)} (header: {', '.join(columns)})",
+            csv_path,
+        )
+    repeated = sorted({c for c in columns if c and columns.count(c) > 1})
+    if repeated:
+        return None, _webvid_error(
+            "", f"{csv_path}: column(s) {', '.join(repeated)} appear more than once", csv_path
+        )
+    return columns, reader
+
+
+def read_webvid(
+    videos: str | Path,
+    csv_file: str | Path,
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+) -> tuple[list[InputVideo], list[ErrorRow]]:
+    """A WebVid-style CSV + a video folder -> inputs (one per row, its caption the row's
+    `name`), errors. Files are found as <videos>/<path> (a `path` column), else
+    <videos>/<page_dir>/<videoid>.<ext>, else <videos>/<videoid>.<ext>. Every bad row
+    (field count, empty videoid or caption, missing file, repeated videoid) is one row;
+    a missing required column or an unreadable CSV is one fatal row and nothing is read."""
+    csv_path = str(csv_file)
+    try:
+        text = _decode_text(_read_input(csv_file))
+    except OSError as e:
+        return [], [_webvid_error("", f"cannot read {csv_path}: {e.strerror}", csv_path)]
+    except UnicodeDecodeError as e:
+        reason = f"{csv_path} is not UTF-8 ({e.reason} at byte {e.start})"
+        return [], [_webvid_error("", reason, csv_path)]
+    columns, reader = _read_webvid_header(text, csv_path)
+    if columns is None:
+        return [], [reader]
+    col = {c: i for i, c in enumerate(columns)}
+    root = str(videos) if storage.is_uri(str(videos)) else os.path.abspath(videos)
+    indexes: dict[str, VideoIndex | str] = {}  # folder -> its index, or why it cannot be listed
+
+    def index_of(folder: str) -> VideoIndex | str:
+        if folder not in indexes:
+            try:
+                indexes[folder] = index_videos(folder, extensions)
+            except OSError as e:
+                indexes[folder] = f"cannot list video folder {folder}: {e.strerror or e}"
+        return indexes[folder]
+
+    def explicit(rel: str) -> tuple[str | None, str]:
+        """The file a `path` cell names, or (None, why not)."""
+        if storage.is_uri(rel) or os.path.isabs(rel):
+            where = rel
+        else:
+            where = storage.join(root, rel) if storage.is_uri(root) else os.path.join(root, rel)
+        found = storage.exists(where) if storage.is_uri(where) else os.path.isfile(where)
+        return (where, "") if found else (None, f"missing video file {where}")
+
+    def by_id(vid: str, page_dir: str) -> tuple[str | None, str]:
+        """<root>/<page_dir>/<vid>.<ext>, else <root>/<vid>.<ext>, or (None, why not)."""
+        folders = [storage.join(root, page_dir) if page_dir else root]
+        if page_dir:
+            folders.append(root)
+        reasons = []
+        for folder in folders:
+            index = index_of(folder)
+            if isinstance(index, str):
+                reasons.append(index)
+                continue
+            if same_id(vid) in index.files:
+                return index.files[same_id(vid)], ""
+            reasons.append(index.missing_reason(vid, "video", folder, extensions))
+        return None, reasons[0]
+
+    inputs: list[InputVideo] = []
+    errors: list[ErrorRow] = []
+    first_line: dict[str, int] = {}
+    while True:
+        line = reader.line_num + 1  # where the next row starts (a quoted cell may span lines)
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            errors.append(
+                _webvid_error("", f"{csv_path} line {line}: not readable ({e})", csv_path)
+            )
+            break  # the csv module cannot resync after a broken quote
+        if row is None:
+            break
+        if not row or all(not c.strip() for c in row):
+            continue
+        vid = row[col["videoid"]].strip() if col["videoid"] < len(row) else ""
+        where = f"{csv_path} line {line}"
+        if len(row) != len(columns):
+            reason = f"{where}: expected {len(columns)} fields, got {len(row)}"
+            errors.append(_webvid_error(vid, reason, csv_path))
+            continue
+        if not vid:
+            errors.append(_webvid_error("", f"{where}: empty videoid", csv_path))
+            continue
+        caption = " ".join(row[col["name"]].split())
+        if not caption:
+            errors.append(_webvid_error(vid, f"{where}: empty caption (name)", csv_path))
+            continue
+        if vid in first_line:
+            reason = (
+                f"{where}: videoid {vid} listed again (first on line {first_line[vid]}); skipped"
+            )
+            errors.append(_webvid_error(vid, reason, csv_path, fatal=False))
+            continue
+        first_line[vid] = line
+        rel = row[col[WEBVID_PATH_COLUMN]].strip() if WEBVID_PATH_COLUMN in col else ""
+        page = row[col[WEBVID_PAGE_COLUMN]].strip() if WEBVID_PAGE_COLUMN in col else ""
+        path, why = explicit(rel) if rel else by_id(vid, page)
+        if path is None:
+            errors.append(_webvid_error(vid, f"{where}: {why}", csv_path, stage="input"))
+            continue
+        # The caption spans the whole clip; its end is set once the duration is probed.
+        inputs.append(InputVideo("webvid", vid, vid, path, captions=[Caption(caption, 0.0, 0.0)]))
+    return inputs, errors

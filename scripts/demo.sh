@@ -9,7 +9,8 @@ OUT=${1:-demo_out}
 VATT=".venv/bin/vatt"
 t0=$SECONDS
 echo "== 1/8 sample corpus -> $OUT/corpus"
-$VATT sample-data "$OUT/corpus"
+# --reuse: a re-run keeps a finished corpus; preprocess resumes its finished shards.
+$VATT sample-data "$OUT/corpus" --reuse
 echo "== 2/8 preprocess HowTo100M-style videos -> $OUT/shards/howto100m"
 $VATT preprocess howto100m --videos "$OUT/corpus/howto100m/videos" \
   --captions "$OUT/corpus/howto100m/caption.json" --out "$OUT/shards/howto100m"

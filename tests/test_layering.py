@@ -28,9 +28,9 @@ MODULE_ORDER = {
     ],
     "training": [
         "config_io",
-        "data.augment", "data.loader",
+        "data.augment", "data.loader", "data.wordpiece",
         "model",
-        "objectives.contrastive", "objectives.base", "objectives.vatt",
+        "objectives.contrastive", "objectives.base", "objectives.vatt", "objectives.alpro",
         "checkpoint", "model_card", "export", "telemetry", "distributed",
         "eval.metrics", "eval.benchmarks", "eval.media", "eval.heldout", "eval.classifiers",
         "eval.extract", "eval.models", "eval.retrieval", "eval.probe", "eval.zeroshot",

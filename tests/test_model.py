@@ -121,10 +121,10 @@ def test_droptoken_counts_in_train_and_eval():
     video = torch.zeros(2, 32, 224, 224, 3)
     audio = torch.zeros(2, 153_600)
     model.train()
-    assert model.video_embed(video).shape[1] == 1 + 784
+    assert model.video_embed(video)[0].shape[1] == 1 + 784
     assert model.audio_embed(audio).shape[1] == 1 + 600
     model.eval()
-    assert model.video_embed(video).shape[1] == 1 + 1568
+    assert model.video_embed(video)[0].shape[1] == 1 + 1568
     assert model.audio_embed(audio).shape[1] == 1 + 1200
 
 
@@ -145,7 +145,7 @@ def test_drop_tokens_keeps_round_fraction_per_example(rate):
 
 def test_droptoken_never_drops_aggregation_token():
     model = build_model("debug", droptoken_rate=0.75).train()
-    x = model.video_embed(_batch(frames=8, size=64)["video"])
+    x, _ = model.video_embed(_batch(frames=8, size=64)["video"])
     agg = model.video_embed.agg_token.expand(2, 1, -1)
     torch.testing.assert_close(x[:, :1], agg)
 
@@ -153,7 +153,7 @@ def test_droptoken_never_drops_aggregation_token():
 def test_positions_interpolate_to_320():
     model = _paper_grid_model().eval()
     video = torch.rand(1, 32, 320, 320, 3) * 2 - 1
-    tokens = model.video_embed(video)
+    tokens, _ = model.video_embed(video)
     assert tokens.shape == (1, 1 + 8 * 20 * 20, 64)
     out = model.encode_video(video)
     assert out["video_vt"].shape == (1, 32) and torch.isfinite(out["video_vt"]).all()

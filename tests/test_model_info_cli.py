@@ -71,3 +71,13 @@ def test_module_entry_point_json_and_error():
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+
+
+def test_alpro_base_is_reported_beside_the_release(capsys):
+    assert main(["model-info", "--preset", "alpro-base"]) == 0
+    out = capsys.readouterr().out
+    assert "ALPRO alpro-base" in out and "released ALPRO: 233.88M" in out
+    assert main(["model-info", "--preset", "ALPRO-base", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert abs(report["params_total"] / 1e6 - report["params_release_m"]) < 0.05
+    assert report["layers"] == {"video": 12, "text": 6, "fusion": 6}

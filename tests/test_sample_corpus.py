@@ -6,6 +6,7 @@ Real ffmpeg, ffprobe and espeak-ng; no mocks. One small corpus is generated per 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import subprocess
@@ -542,3 +543,36 @@ def test_bad_inputs(tmp_path):
     assert sorted(streams["too_short"]) == ["audio", "video"]
     short = float(ffprobe(paths["too_short"])["format"]["duration"])
     assert 1.4 < short < WINDOW_S
+
+
+def test_reuse_keeps_a_finished_corpus_and_regenerates_an_interrupted_one(tmp_path, cli_main):
+    """`make demo` runs `sample-data --reuse`: a second run must succeed without rewriting."""
+    out = tmp_path / "corpus"
+    tiny = ["--videos", "1", "--audioset-clips", "1", "--msrvtt-videos", "1", "--ucf101-groups"]
+    tiny += ["0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"]
+    tiny += ["--kinetics-clips-per-class", "0", "--no-progress", "--reuse"]
+    assert cli_main(["sample-data", str(out), *tiny]) == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    config = SampleCorpusConfig(videos=1, audioset_clips=1, msrvtt_videos=1, ucf101_groups=0)
+    config = dataclasses.replace(
+        config, esc50_clips_per_class=0, youcook2_videos=0, kinetics_clips_per_class=0
+    )
+    again = generate_sample_corpus(out, config, reuse=True)
+    assert again.reused and again.howto_videos == 1 and again.captions > 0
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten
+    # Interrupted: topics.json (written last) is missing -> regenerated, same files.
+    (out / "topics.json").unlink()
+    video = next((out / "howto100m" / "videos").iterdir())
+    video.unlink()
+    redone = generate_sample_corpus(out, config, reuse=True)
+    assert not redone.reused
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
+    # Other settings -> regenerated, not silently reused.
+    other = generate_sample_corpus(out, dataclasses.replace(config, seed=1), reuse=True)
+    assert not other.reused and json.loads((out / "topics.json").read_text())["seed"] == 1
+    # A folder that is not ours is never touched.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing"):
+        generate_sample_corpus(tmp_path / "mine", config, reuse=True)

@@ -3,6 +3,7 @@ batch arithmetic, the learning-rate schedule, and path handling."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -13,7 +14,7 @@ from pipeline.commands.train import build_config, preset_names
 from pipeline.configs import from_dict
 from pipeline.errors import UsageError
 from training.pretrain.config import TrainConfig
-from training.pretrain.ds_config import batch_arithmetic, deepspeed_dict
+from training.pretrain.ds_config import batch_arithmetic, batch_warning, deepspeed_dict
 from training.pretrain.optim import OptimConfig, build_optimizer, lr_at
 
 
@@ -71,7 +72,14 @@ def test_deepspeed_dict_and_batch_arithmetic():
     assert d["train_batch_size"] == 8 * 4 * 16 == 512
     assert d["train_micro_batch_size_per_gpu"] == 8 and d["gradient_accumulation_steps"] == 4
     assert d["zero_optimization"]["stage"] == 3 and d["bf16"]["enabled"]
-    assert batch_arithmetic(c, 16) == "global batch 512 = micro 8 x accumulation 4 x world 16"
+    assert batch_arithmetic(c, 16) == (
+        "global batch 512 = micro 8 x accumulation 4 x world 16; "
+        "contrastive batch 128 = micro x world"
+    )
+    assert "128 clips" in batch_warning(c, 16) and "not the global batch 512" in batch_warning(
+        c, 16
+    )
+    assert batch_warning(cfg(**{"deepspeed.micro_batch": 8}), 16) is None
     cpu = deepspeed_dict(c, world_size=2, on_gpu=False)
     assert not cpu["bf16"]["enabled"] and not cpu["zero_optimization"]["overlap_comm"]
     # Offload, clipping and the free-form `extra` (merged last, nested).
@@ -132,3 +140,14 @@ def test_print_config_redacts_credentials_in_uris(capsys):
     assert main(["train", "--config", "debug", f"storage={uri}", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "SECRETxyz" not in out and '"storage": "s3://<redacted>@bucket/runs"' in out
+
+
+def test_print_config_states_global_and_contrastive_batch(capsys):
+    from pipeline.cli import main
+
+    argv = ["train", "--config", "debug", "deepspeed.grad_accum=4", "--print-config"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays a config
+    assert "global batch 128 = micro 16 x accumulation 4 x world 2" in captured.err
+    assert "contrastive batch 32" in captured.err and "warning" in captured.err

@@ -73,7 +73,8 @@ def test_two_workers_zero2_trains_and_checkpoints(zero2_run):
     cfg, summary = zero2_run
     run_dir = Path(cfg.run_dir())
     assert summary["steps"] == 6 and summary["world_size"] == 2
-    assert summary["batch"] == "global batch 8 = micro 4 x accumulation 1 x world 2"
+    assert summary["batch"].startswith("global batch 8 = micro 4 x accumulation 1 x world 2;")
+    assert summary["global_batch"] == summary["contrastive_batch"] == 8
     rows = read_metrics(run_dir)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     for r in rows:

@@ -2,7 +2,8 @@
 
 The only module of the training programs that imports Ray Train. Pretraining
 (`training.pretrain.loop`) and fine-tuning (`training.finetune.loop`) are plain loops that
-call what is here: `worker_context` (rank, world, device, a rank-0 logger), the few
+call what is here: `worker_context` (rank, world, device, a rank-0 logger), `seed_step`
+(per-rank, per-step randomness), the few
 collectives they need (`broadcast`, `all_reduce`, `all_gather_object`, `barrier`; no call is
 made when world_size == 1), `reported_checkpoint` / `report` (Ray Train's checkpoint
 bookkeeping), `wrap_ddp`, and on the driver `fit`, which runs a loop on N workers with
@@ -85,6 +86,23 @@ def worker_context(scaling: ScalingConfig) -> WorkerContext:
         torch.cuda.set_device(device)
     torch.set_num_threads(scaling.torch_threads)
     return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), local_rank, device, on_gpu)
+
+
+def seed_step(seed: int, rank: int, step: int, micro: int = 0) -> int:
+    """Seed torch's global RNG (CPU and every CUDA device) for one micro-batch of one rank.
+
+    Everything random inside the model and the step (DropToken, dropout, masking) draws from
+    the global RNG; a seed derived from (seed, rank, step, micro) makes those draws differ
+    across ranks (the spec draws per example, not per position in a micro-batch) and replay
+    exactly after a resume, which restarts at a step and not at an RNG state. Returns the seed.
+    """
+    import numpy as np
+    import torch
+
+    key = [seed & (2**64 - 1), rank, step, micro]
+    derived = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
+    torch.manual_seed(derived)
+    return derived
 
 
 def broadcast(value: Any, rank: int, world_size: int) -> Any:

@@ -9,8 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from pipeline.errors import UsageError
-from training.model import PRESETS, build_model, make_config
+from training.model import (
+    ALPRO_PRESETS,
+    PRESETS,
+    Alpro,
+    build_model,
+    make_alpro_config,
+    make_config,
+)
+from training.model.alpro import ALPRO_RELEASE_PARAMS_M
 from training.model.config import VIDEO_BACKBONES, VIDEO_TOKENIZATIONS
 from training.model.flops import forward_flops
 from training.model.presets import PAPER_PRESET_PARAMS_M, resolve_preset
@@ -27,7 +37,9 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--preset", default="MBS", help=f"model preset: {', '.join(PRESETS)} (default MBS)"
+        "--preset",
+        default="MBS",
+        help=f"model preset: {', '.join([*PRESETS, *ALPRO_PRESETS])} (default MBS)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -216,7 +228,48 @@ def print_report(report: dict) -> None:
         )
 
 
+def alpro_report(preset: str) -> dict:
+    """Parameters of an ALPRO preset by part, beside the released model's count."""
+    cfg = make_alpro_config(preset)
+    with torch.device("meta"):
+        model = Alpro(cfg)
+    counts = model.parameter_counts()
+    return {
+        "preset": cfg.name,
+        "architecture": "alpro",
+        "input": {"frames": cfg.frames, "height": cfg.height, "width": cfg.width},
+        "layers": {
+            "video": cfg.video.num_layers,
+            "text": cfg.text.num_layers,
+            "fusion": cfg.fusion_layers,
+        },
+        "params": counts,
+        "params_total": counts["total"],
+        "params_release_m": ALPRO_RELEASE_PARAMS_M if cfg.name == "alpro-base" else None,
+    }
+
+
+def print_alpro_report(report: dict) -> None:
+    inp, layers, params = report["input"], report["layers"], report["params"]
+    print(
+        f"ALPRO {report['preset']}: video {inp['frames']}x{inp['height']}x{inp['width']}, "
+        f"layers video {layers['video']} / text {layers['text']} / fusion {layers['fusion']}"
+    )
+    for part in ("video", "text", "fusion", "heads"):
+        print(f"{part:<8}{params[part] / 1e6:>11.2f}M")
+    release = report["params_release_m"]
+    note = f" (released ALPRO: {release:.2f}M trainable; docs/alpro.md)" if release else ""
+    print(f"total params {params['total'] / 1e6:.2f}M{note}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.preset.strip().lower() in ALPRO_PRESETS:
+        report = alpro_report(args.preset.strip().lower())
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print_alpro_report(report)
+        return 0
     report = build_report(args)
     if args.json:
         print(json.dumps(report))

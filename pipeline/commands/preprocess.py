@@ -1,4 +1,4 @@
-"""`vatt preprocess howto100m|audioset`: raw videos -> WebDataset triplet shards (Ray Data job)."""
+"""`vatt preprocess howto100m|audioset|webvid`: raw videos -> WebDataset shards (Ray Data job)."""
 
 from __future__ import annotations
 
@@ -8,32 +8,42 @@ import sys
 from pipeline.configs import deep_merge, from_dict, parse_overrides, read_yaml
 from pipeline.errors import JobFailed, UsageError
 
-FLAG_KEYS = ("videos", "captions", "segments", "out")
+FLAG_KEYS = ("videos", "captions", "segments", "csv", "out")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preprocess",
-        help="turn HowTo100M / AudioSet videos into WebDataset triplet shards (Ray Data)",
+        help="turn HowTo100M / AudioSet / WebVid videos into WebDataset shards (Ray Data)",
         description=(
             "Probe inputs, plan clip windows, decode them with ffmpeg (10 fps video, 48 kHz mono "
             "audio), mark speech with webrtcvad, attach the 5 nearest captions, and write "
             "WebDataset shards + manifest.parquet, errors.parquet, summary.json and tokenizer.json "
-            "into OUT. Re-running the same command resumes: finished shards are skipped."
+            "into OUT. WebVid (video-text, ALPRO): one sample per clip, its CSV caption with "
+            "text_mask 1, sparse_frames x frames_per_segment frames spread over the clip, no "
+            "audio. Nothing is downloaded: fetch WebVid with video2dataset (docs/webvid.md). "
+            "Re-running the same command resumes: finished shards are skipped."
         ),
         epilog=(
             "examples:\n"
             "  vatt preprocess howto100m --videos data/howto100m/videos --captions data/howto100m/caption.json --out shards/howto\n"
             "  vatt preprocess audioset --videos data/audioset/videos --segments data/audioset/segments.csv --out shards/audioset\n"
+            "  vatt preprocess webvid --videos data/webvid/videos --csv data/webvid/results_2M_train.csv --out shards/webvid\n"
             "  vatt preprocess howto100m --config prep.yaml window_seconds=6.4 samples_per_shard=256\n"
             "Config keys (YAML or KEY=VALUE): see preprocessing/config.py and docs/shard-format.md."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", choices=["howto100m", "audioset"], help="input dataset format")
+    p.add_argument(
+        "source", choices=["howto100m", "audioset", "webvid"], help="input dataset format"
+    )
     p.add_argument("--videos", help="folder of input videos")
     p.add_argument("--captions", help="HowTo100M caption.json")
     p.add_argument("--segments", help="AudioSet segments CSV (balanced_train_segments.csv style)")
+    p.add_argument(
+        "--csv",
+        help="WebVid-style CSV: videoid, name (the caption), optional page_dir or path column",
+    )
     p.add_argument("--out", help="output folder (shards/, summary.json, errors.parquet, ...)")
     p.add_argument("--config", help="YAML file with config keys (flags and KEY=VALUE win over it)")
     p.add_argument(

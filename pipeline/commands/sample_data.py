@@ -56,7 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("out", metavar="OUT", help="output folder (created; must be empty)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="output folder (created; must be empty unless --reuse or --overwrite)",
+    )
     for flag, help_text in COUNT_FLAGS.items():
         field_name = flag.removeprefix("--").replace("-", "_")
         default = getattr(_DEFAULTS, field_name)
@@ -68,8 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.workers,
         help=f"parallel encoders (default: CPU count, {_DEFAULTS.workers}); never changes content",
     )
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--overwrite", action="store_true", help="replace an earlier sample corpus in OUT"
+    )
+    again.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a finished corpus of the same settings in OUT (regenerate an interrupted or "
+        "different one): what `make demo` uses so it can be re-run",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -133,7 +144,8 @@ def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0)
         ("seconds", f"{s.seconds:.1f}"),
     ]
     width = max(len(k) for k, _ in rows)
-    print(f"\nsample-data summary ({s.out_dir})", file=file)
+    kept = ", reused: finished corpus of the same settings" if s.reused else ""
+    print(f"\nsample-data summary ({s.out_dir}{kept})", file=file)
     for k, v in rows:
         print(f"  {k:<{width}}  {v}", file=file)
     howto = s.out_dir / "howto100m"
@@ -161,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(name.rsplit("/", 1)[-1], refresh=False)
 
     try:
-        summary = generate_sample_corpus(args.out, config, args.overwrite, on_progress)
+        summary = generate_sample_corpus(
+            args.out, config, args.overwrite, on_progress, reuse=args.reuse
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     except SampleCorpusError as e:

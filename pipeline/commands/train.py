@@ -99,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, args.overrides)
     if args.print_config:
         print(redact(json.dumps(cfg.to_dict(), indent=2)))
+        # On stderr: stdout stays a config file. The arithmetic at scaling.num_workers.
+        from training.pretrain.ds_config import batch_arithmetic, batch_warning
+
+        world = cfg.scaling.num_workers
+        for line in (batch_arithmetic(cfg, world), batch_warning(cfg, world)):
+            if line:
+                print(line, file=sys.stderr)
         return 0
     cfg.check_inputs()
     from pipeline.ray_runtime import init_ray

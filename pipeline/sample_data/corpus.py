@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -306,6 +307,7 @@ class SampleCorpusSummary:
     youcook2_videos: int = 0
     youcook2_segments: int = 0
     kinetics_clips: int = 0
+    reused: bool = False  # an existing finished corpus was kept (--reuse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -968,19 +970,46 @@ KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2", "kine
 _OWNED = (*KINDS, "topics.json")
 
 
+def _read_topics_json(out_dir: Path) -> dict | None:
+    try:
+        doc = json.loads((out_dir / "topics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_ours(out_dir: Path) -> bool:
+    """A folder we provably wrote: it holds our topics.json (a finished corpus), or only the
+    folders a run writes before topics.json (an interrupted one)."""
+    doc = _read_topics_json(out_dir)
+    if doc is not None:
+        return doc.get("generator") == GENERATOR
+    return all(p.name in KINDS and p.is_dir() for p in out_dir.iterdir())
+
+
+def complete_corpus(out_dir: Path, config: SampleCorpusConfig, plans: list[ClipPlan]) -> bool:
+    """True when `out_dir` holds a finished corpus of this generator version and the same
+    content settings, every planned file present (topics.json is written last)."""
+    doc = _read_topics_json(out_dir)
+    if doc is None or doc.get("generator") != GENERATOR or doc.get("version") != GENERATOR_VERSION:
+        return False
+    # JSON round trip so tuples compare equal to the lists topics.json holds.
+    if doc.get("config") != json.loads(json.dumps(config.content_dict())):
+        return False
+    return all((out_dir / p.rel_path).is_file() for p in plans)
+
+
 def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse a non-empty OUT unless it is an earlier sample corpus and `overwrite` is set."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ValueError(f"output folder {out_dir} is not empty; pick a new one or --overwrite")
-        # Only delete what we provably wrote: a folder holding our topics.json.
-        try:
-            owner = json.loads((out_dir / "topics.json").read_text(encoding="utf-8"))["generator"]
-        except (OSError, ValueError, KeyError, TypeError):
-            owner = None
-        if owner != GENERATOR:
+            raise ValueError(
+                f"output folder {out_dir} is not empty; pick a new one, --reuse or --overwrite"
+            )
+        # Only delete what we provably wrote.
+        if not _is_ours(out_dir):
             raise ValueError(
                 f"refusing to overwrite {out_dir}: it holds no sample-corpus topics.json"
             )
@@ -1006,6 +1035,7 @@ def generate_sample_corpus(
     config: SampleCorpusConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    reuse: bool = False,
 ) -> SampleCorpusSummary:
     """Write the whole corpus under `out_dir`.
 
@@ -1013,6 +1043,9 @@ def generate_sample_corpus(
         out_dir: target folder (created; must be empty unless `overwrite` and it is ours).
         config: what to generate.
         overwrite: replace an earlier sample corpus in `out_dir`.
+        reuse: keep a finished corpus of the same settings already in `out_dir` (nothing is
+            written; the summary says so); an interrupted or different one of ours is
+            regenerated. What makes `make demo` safe to re-run.
         progress: called as progress(done, total, name): once with done=0 after the checks
             passed, then after every finished file.
     Returns:
@@ -1023,8 +1056,13 @@ def generate_sample_corpus(
     began = time.perf_counter()
     out = Path(out_dir)
     check_tools()
-    prepare_output_dir(out, overwrite)
     plans = make_plans(config)
+    if reuse and complete_corpus(out, config, plans):
+        howto = json.loads((out / "howto100m" / "caption.json").read_text(encoding="utf-8"))
+        captions = {name: Captions(**c) for name, c in howto.items()}
+        summary = _summarize(out, config, plans, captions, time.perf_counter() - began)
+        return dataclasses.replace(summary, reused=True)
+    prepare_output_dir(out, overwrite or reuse)
     total = len(plans)
     if progress:
         progress(0, total, "")

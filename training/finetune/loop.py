@@ -207,6 +207,7 @@ def train_step(w: FinetuneWorker) -> None:
     if cfg.task == "audio" and cfg.mixup_alpha > 0:
         x, y, y_b, lam = mixup(x, y, cfg.mixup_alpha, w.gen)
         mixed, target = (y_b, lam), (y if lam >= 0.5 else y_b)  # accuracy: the major label
+    distributed.seed_step(cfg.seed, w.ctx.rank, w.state.step)  # dropout/DropToken per rank
     logits = w.model(x)  # (B, classes)
     loss = loss_fn(logits, y, cfg.optim.label_smoothing, mixed)
     w.optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from training.model.alpro import ALPRO_PRESETS, Alpro, AlproConfig, make_alpro_config
 from training.model.config import (
     HeadConfig,
     ModelConfig,
@@ -51,7 +52,10 @@ def build_model(
 
 # Architectures a checkpoint or export may hold, by the name it records ("architecture";
 # a missing name means VATT, which is what every older file holds).
-ARCHITECTURES: dict[str, tuple[type, type]] = {"vatt": (VATT, ModelConfig)}
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    "vatt": (VATT, ModelConfig),
+    "alpro": (Alpro, AlproConfig),
+}
 DEFAULT_ARCHITECTURE = "vatt"
 
 
@@ -71,7 +75,10 @@ def build_architecture(architecture: str | None, config: dict, device=None) -> t
 
 
 __all__ = [
+    "ALPRO_PRESETS",
     "ARCHITECTURES",
+    "Alpro",
+    "AlproConfig",
     "DEFAULT_ARCHITECTURE",
     "DEFAULT_PRESET",
     "HeadConfig",
@@ -85,6 +92,7 @@ __all__ = [
     "build_model",
     "build_model_from_config",
     "convert_sync_batchnorm",
+    "make_alpro_config",
     "make_config",
     "resolve_preset",
     "with_video_grid",

@@ -52,11 +52,13 @@ class VideoEmbed(nn.Module):
             else GridDropToken(cfg.droptoken_rate, unit)
         )
 
-    def embed(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Args: video (B, T, H, W, 3) or (B, 3, T, H, W) in [-1, 1].
 
         Returns tokens (B, 1 + N', D) and their grid (t', s'), N' = t' * s' kept tokens in
         t-major order. After single-token DropToken the grid is (1, N'): no grid is left.
+        The aggregation token is read here, inside `forward`: ZeRO-3 gathers a module's
+        partitioned parameters only around its forward call.
         """
         x, (t, h, w) = self.tokenizer(video)  # (B, N, D), N = t*h*w
         x = self.pos(x, (t, h, w))
@@ -69,10 +71,6 @@ class VideoEmbed(nn.Module):
             x = self.droptoken(x)  # (B, N', D), N' = N in eval
             grid = (t, h * w) if x.shape[1] == N else (1, x.shape[1])
         return prepend_token(self.agg_token, x), grid  # (B, 1 + N', D)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Args: video (B, T, H, W, 3) or (B, 3, T, H, W) in [-1, 1]. Returns (B, 1 + N', D)."""
-        return self.embed(video)[0]
 
 
 class AudioEmbed(nn.Module):
@@ -160,7 +158,7 @@ class VATT(nn.Module):
     # ---- features: aggregation-token outputs of each tower ----
     def video_features(self, video: torch.Tensor) -> torch.Tensor:
         """Args: video (B, T, H, W, 3) or (B, 3, T, H, W). Returns (B, D_video)."""
-        x, grid = self.video_embed.embed(video)  # (B, 1+N, D), (t, s)
+        x, grid = self.video_embed(video)  # (B, 1+N, D), (t, s)
         backbone = self.backbone("video")
         # Factorised ViViT backbones need the (t, s) grid; the joint one sees a set of tokens.
         x = backbone(x) if self.cfg.video_backbone == "joint" else backbone(x, grid)

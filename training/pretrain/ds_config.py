@@ -53,11 +53,31 @@ def global_batch(cfg: TrainConfig, world_size: int) -> int:
     return cfg.deepspeed.micro_batch * cfg.deepspeed.grad_accum * world_size
 
 
+def contrastive_batch(cfg: TrainConfig, world_size: int) -> int:
+    """Clips each contrastive loss sees (its negatives + 1): negatives are gathered across
+    ranks per micro-batch, so gradient accumulation adds none."""
+    return cfg.deepspeed.micro_batch * world_size
+
+
 def batch_arithmetic(cfg: TrainConfig, world_size: int) -> str:
     ds = cfg.deepspeed
     return (
         f"global batch {global_batch(cfg, world_size)} = micro {ds.micro_batch} x "
-        f"accumulation {ds.grad_accum} x world {world_size}"
+        f"accumulation {ds.grad_accum} x world {world_size}; contrastive batch "
+        f"{contrastive_batch(cfg, world_size)} = micro x world"
+    )
+
+
+def batch_warning(cfg: TrainConfig, world_size: int) -> str | None:
+    """A warning when the contrastive batch is smaller than the global batch (grad_accum > 1)."""
+    n, g = contrastive_batch(cfg, world_size), global_batch(cfg, world_size)
+    if n == g:
+        return None
+    return (
+        f"warning: each contrastive loss sees {n} clips (micro {cfg.deepspeed.micro_batch} x "
+        f"world {world_size}), not the global batch {g}: gradient accumulation adds no "
+        f"negatives (or BatchNorm statistics); for more, raise deepspeed.micro_batch or "
+        f"scaling.num_workers"
     )
 
 

@@ -117,7 +117,7 @@ def _build_engine(cfg: TrainConfig, objective: Objective, ctx, fresh: bool):
     import deepspeed
     import torch
 
-    from training.pretrain.ds_config import batch_arithmetic, deepspeed_dict
+    from training.pretrain.ds_config import batch_arithmetic, batch_warning, deepspeed_dict
     from training.pretrain.optim import build_optimizer
 
     # Same seed on every rank: identical initial weights (DeepSpeed also broadcasts rank 0's).
@@ -131,6 +131,8 @@ def _build_engine(cfg: TrainConfig, objective: Objective, ctx, fresh: bool):
     ds_dict = deepspeed_dict(cfg, ctx.world_size, ctx.on_gpu)
     ctx.log(f"deepspeed config: {json.dumps(ds_dict, sort_keys=True)}")
     ctx.log(batch_arithmetic(cfg, ctx.world_size))
+    if warning := batch_warning(cfg, ctx.world_size):
+        ctx.log(warning)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_dict
     )
@@ -231,9 +233,10 @@ def train_step(w: Worker) -> None:
     keys = ("loss", *objective.loss_parts)
     accum = cfg.deepspeed.grad_accum
     parts = None
-    for _ in range(accum):
+    for micro in range(accum):
         t0 = time.perf_counter()
         batch = next(w.batches)
+        distributed.seed_step(cfg.seed, ctx.rank, w.state.step, micro)
         w.window.data_wait += time.perf_counter() - t0
         # The loader hands uint8/int16 clips; jitter, scaling and noise run batched here.
         batch = finish_batch(batch, cfg.data.augment, ctx.device)
@@ -357,7 +360,7 @@ def save_checkpoint(w: Worker) -> None:
 
 def finish(w: Worker, started: float) -> None:
     """summary.json on rank 0 (the driver returns it)."""
-    from training.pretrain.ds_config import batch_arithmetic
+    from training.pretrain.ds_config import batch_arithmetic, contrastive_batch, global_batch
 
     w.telemetry.close()
     if w.ctx.rank != 0:
@@ -368,6 +371,8 @@ def finish(w: Worker, started: float) -> None:
         "steps": s.step,
         "world_size": w.ctx.world_size,
         "batch": batch_arithmetic(w.cfg, w.ctx.world_size),
+        "global_batch": global_batch(w.cfg, w.ctx.world_size),
+        "contrastive_batch": contrastive_batch(w.cfg, w.ctx.world_size),
         "samples_seen": s.samples_seen,
         "first_loss": s.first_loss,
         "final": s.last_metrics,
