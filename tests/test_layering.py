@@ -24,7 +24,7 @@ RAY_MODULES = {
 MODULE_ORDER = {
     "preprocessing": [
         "storage", "records", "config", "sources", "probe", "windows", "decode",
-        "shard_format", "manifest", "vad", "vocab", "shards", "jobs",
+        "shard_format", "encode", "manifest", "vad", "vocab", "shards", "jobs",
     ],
     "training": [
         "config_io",
