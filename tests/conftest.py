@@ -234,14 +234,14 @@ def make_howto_corpus(root: Path, videos: int = 4, seconds: float = 12) -> tuple
 
 
 def make_sample(key: str, seed: int = 0) -> dict:
-    """One well-formed AudioSet-style sample (member -> bytes) written by the shard contract's
-    own encoder: 40 real JPEG frames (128x96) and 4 s of 48 kHz audio."""
+    """One well-formed AudioSet-style schema v1 sample (member -> bytes) written by the shard
+    contract's own encoder: 40 real JPEG frames (128x96) and 4 s of 48 kHz int16 audio."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    from preprocessing.shard_format import SCHEMA_VERSION, encode_sample
+    from preprocessing.shard_format import encode_sample
 
     rng = np.random.default_rng(seed)
     frames = []
@@ -251,7 +251,7 @@ def make_sample(key: str, seed: int = 0) -> dict:
         frames.append(buf.getvalue())
     audio = rng.integers(-3000, 3000, 192_000, dtype=np.int16)
     meta = {
-        "schema_version": SCHEMA_VERSION, "key": key, "source": "audioset",
+        "schema_version": 1, "key": key, "source": "audioset",
         "video_id": key, "clip_id": key, "start": 0.0, "end": 4.0, "fps": 10.0,
         "num_frames": 40, "height": 96, "width": 128, "frame_sizes": [len(f) for f in frames],
         "sample_rate": 48000, "num_samples": len(audio), "audio_mask": 1, "speech_ratio": 0.0,

@@ -160,7 +160,8 @@ def test_round_trip_through_plain_webdataset(full_run):
         )
         assert s["audio"].shape == (192000,) and s["audio"].dtype == np.int16
         assert m["end"] - m["start"] == pytest.approx(4.0)
-        assert m["schema_version"] == 1 and m["fps"] == 10 and m["sample_rate"] == 48000
+        assert m["schema_version"] == 2 and m["fps"] == 10 and m["sample_rate"] == 48000
+        assert (m["video_codec"], m["audio_codec"]) == ("h264", "opus")  # the defaults
         assert 1 <= len(m["captions"]) <= 5
     good0 = sorted(by_video["good0"], key=lambda s: s["meta"]["start"])
     # Captions nearest first: the anchor (the caption the window is centred on) comes first.
@@ -374,6 +375,10 @@ def test_inspect_prints_json_and_writes_a_contact_sheet(full_run, tmp_path, caps
         and first["audio_samples"] == 192000
     )
     assert {"key", "source", "audio_mask", "text_mask", "speech_ratio", "captions"} <= set(first)
+    assert (first["schema_version"], first["video_codec"], first["audio_codec"]) == (
+        2, "h264", "opus",
+    )  # fmt: skip
+    assert first["video_bytes"] > 0 and first["audio_bytes"] > 0
     img = Image.open(sheet)
     assert img.size[0] > 300 and img.size[1] > 200
     assert main(["inspect", str(tmp_path / "nope")]) == 2

@@ -229,6 +229,8 @@ def train_step(w: Worker) -> None:
     """One optimizer step over grad_accum micro-batches (no host sync)."""
     import torch
 
+    from training.data.loader import finish_batch
+
     cfg, ctx, objective = w.cfg, w.ctx, w.objective
     keys = ("loss", *objective.loss_parts)
     accum = cfg.deepspeed.grad_accum
@@ -238,6 +240,8 @@ def train_step(w: Worker) -> None:
         batch = next(w.batches)
         distributed.seed_step(cfg.seed, ctx.rank, w.state.step, micro)
         w.window.data_wait += time.perf_counter() - t0
+        # The loader hands uint8/int16 clips; jitter, scaling and noise run batched here.
+        batch = finish_batch(batch, cfg.data.augment, ctx.device)
         w.window.skipped += batch["skipped"]
         if batch["skipped_keys"]:
             with open(Path(w.telemetry_dir) / f"skipped_samples_rank{ctx.rank}.txt", "a") as f:
