@@ -296,22 +296,11 @@ def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_pat
     assert not list((out / "shards").glob("*.tmp-*"))
 
 
-def test_cli_exit_codes(corpus, tmp_path, capsys):
-    from pipeline.cli import main
-
+def test_cli_exit_codes(corpus, tmp_path, vatt_in_process):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def vatt(*args):
         return subprocess.run([*VATT, *args], env=env, capture_output=True, text=True, timeout=300)
-
-    def in_process(*args) -> tuple[int, str]:
-        """Usage errors stop before Ray or any work: the entry point's code, in this process
-        (a subprocess each costs seconds of imports; the real one runs below)."""
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse
-            code = e.code
-        return code, capsys.readouterr().err
 
     base = preprocess_args(corpus)
     for args, needle in [
@@ -328,7 +317,7 @@ def test_cli_exit_codes(corpus, tmp_path, capsys):
             "missing.yaml: not found",
         ),
     ]:
-        code, err = in_process(*args)
+        code, err = vatt_in_process(*args)
         assert code == 2, (args, err)
         assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     # Too many bad inputs for the threshold: one line, exit 1, but the good shards are written.
