@@ -44,6 +44,11 @@ class PreprocessConfig:
     # A stored window is longer than the 3.2 s training window so the loader can crop in time.
     window_seconds: float = 4.0
     train_window_seconds: float = 3.2
+    # AudioSet windows per segment: "fit" = floor(segment / window) windows spread evenly (a
+    # 10 s clip gives 0-4 s and 6-10 s: 4-6 s is never used); "cover" = ceil(segment / window)
+    # overlapping windows that cover the whole segment (the official code crops anywhere in
+    # the 10 s clip).
+    audioset_windows: str = "fit"
     # Nearest-k captions per window (MIL-NCE positives); 5 in the paper.
     captions_per_window: int = 5
     # Speech: webrtcvad aggressiveness 0-3 and frame length (10/20/30 ms are the only valid ones).
@@ -112,6 +117,8 @@ class PreprocessConfig:
             raise ValueError(
                 f"sample_rate must be 8000/16000/32000/48000 (what webrtcvad accepts), got {self.sample_rate}"
             )
+        if self.audioset_windows not in ("fit", "cover"):
+            raise ValueError(f"audioset_windows={self.audioset_windows!r}: choose fit or cover")
         if self.train_window_seconds <= 0:
             raise ValueError("train_window_seconds must be > 0")
         if self.window_seconds < self.train_window_seconds:

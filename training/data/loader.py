@@ -47,7 +47,9 @@ from training.data.augment import (
     draw_clip_params,
 )
 
-SOURCES = ("howto100m", "audioset")  # the batch's `source` is the index in this tuple
+SOURCES = ("howto100m", "audioset", "webvid")  # the batch's `source` is the index here
+# Sources whose samples carry captions (AudioSet's have none).
+TEXT_SOURCES = ("howto100m", "webvid")
 # The rates `vatt preprocess` writes by default (10 fps, 48 kHz): used to validate the clip
 # arithmetic before any worker starts; each sample's own json rates are what is used later.
 SHARD_FPS = float(PreprocessConfig.__dataclass_fields__["fps"].default)
@@ -73,10 +75,14 @@ class DataConfig:
     # Shard folders/files (as written by `vatt preprocess`); "" = that source is not used.
     howto100m: str = ""
     audioset: str = ""
+    # WebVid-style shards (`vatt preprocess webvid`): one sample per clip, the caption as
+    # text, no audio; the clip's frames are sampled sparsely (one per segment, ALPRO's).
+    webvid: str = ""
     # Sampling weights of the two sources per example (spec: 50/50); renormalised over the
     # sources that are set.
     howto100m_weight: float = 0.5
     audioset_weight: float = 0.5
+    webvid_weight: float = 0.5
     # tokenizer.json; "" = <howto100m>/tokenizer.json (written by `vatt preprocess howto100m`).
     tokenizer: str = ""
     clip_seconds: float = 3.2  # random temporal crop length (32 frames at 10 fps)
@@ -87,9 +93,11 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if not (self.howto100m or self.audioset):
-            raise ValueError("data: set data.howto100m and/or data.audioset (shard folders)")
-        for name in ("howto100m_weight", "audioset_weight"):
+        if not (self.howto100m or self.audioset or self.webvid):
+            raise ValueError(
+                "data: set data.howto100m, data.audioset and/or data.webvid (shard folders)"
+            )
+        for name in ("howto100m_weight", "audioset_weight", "webvid_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name}={getattr(self, name)} must be >= 0")
         if self.source_weights() == {}:
@@ -109,6 +117,7 @@ class DataConfig:
         raw = {
             "howto100m": self.howto100m_weight if self.howto100m else 0.0,
             "audioset": self.audioset_weight if self.audioset else 0.0,
+            "webvid": self.webvid_weight if self.webvid else 0.0,
         }
         total = sum(raw.values())
         return {k: v / total for k, v in raw.items() if v > 0} if total > 0 else {}
@@ -116,11 +125,12 @@ class DataConfig:
     def tokenizer_path(self) -> str:
         if self.tokenizer:
             return self.tokenizer
-        if not self.howto100m:
+        captions = self.howto100m or self.webvid
+        if not captions:
             return ""  # AudioSet only: no text, the text tower gets padding
-        if storage.is_uri(self.howto100m):
-            return storage.join(self.howto100m, "tokenizer.json")
-        return f"{self.howto100m.rstrip('/')}/tokenizer.json"
+        if storage.is_uri(captions):
+            return storage.join(captions, "tokenizer.json")
+        return f"{captions.rstrip('/')}/tokenizer.json"
 
 
 # --- What one clip looks like ------------------------------------------------------------------
@@ -304,13 +314,22 @@ class _ClipMaker:
             raise ValueError(f"missing member {', '.join(missing)}")
         fps, sample_rate = float(meta["fps"]), int(meta["sample_rate"])
         n = meta["num_frames"]
-        frame_stride, audio_stride = self.strides(fps, sample_rate)
+        # A WebVid sample stores a few frames over its whole clip (fps ~1): its frames are
+        # sampled sparsely below, and only the audio stride comes from the clip arithmetic.
+        sparse = raw["__source__"] == "webvid"
+        frame_stride, audio_stride = self.strides(SHARD_FPS if sparse else fps, sample_rate)
         T = self.shape.frames
 
-        # Random temporal crop: a span of T * stride frames that fits in the window.
-        span = T * frame_stride
-        start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
-        frames = slice(start, min(n, start + span), frame_stride)
+        if sparse:
+            # Sparse sampling over the whole clip: T segments, a random frame of each.
+            start = 0
+            seed = int(torch.randint(0, 2**62, (), generator=self.gen))
+            frames = shard_format.sparse_frame_indices(n, T, np.random.default_rng(seed))
+        else:
+            # Random temporal crop: a span of T * stride frames that fits in the window.
+            span = T * frame_stride
+            start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
+            frames = slice(start, min(n, start + span), frame_stride)
         # Every draw of the clip, then the decode: an H.264 member is cropped and resized
         # inside the decoder (uint8 out); JPEG frames come whole and are cut here.
         params = draw_clip_params(meta["height"], meta["width"], self.data.augment, self.gen)
@@ -347,7 +366,7 @@ class _ClipMaker:
         K, L = self.data.num_captions, self.data.max_words
         text_ids = np.zeros((K, L), dtype=np.int64)
         text_mask = np.zeros(K, dtype=np.float32)
-        if source == "howto100m" and self.tokenizer is not None:
+        if source in TEXT_SOURCES and self.tokenizer is not None:
             texts = [str(c["text"]) for c in meta["captions"]]
             text_ids = encode_captions(self.tokenizer, texts, K, L)
             if meta["text_mask"]:
@@ -430,7 +449,7 @@ class ClipStream(IterableDataset):
         tok = data.tokenizer_path()
         if (
             tok
-            and "howto100m" in self.names
+            and any(s in self.names for s in TEXT_SOURCES)
             and not (storage.exists(tok) if storage.is_uri(tok) else Path(tok).exists())
         ):
             raise ValueError(f"tokenizer {tok!r} does not exist (set data.tokenizer)")
@@ -531,6 +550,7 @@ def finish_batch(batch: dict, augment: AugmentConfig, device=None) -> dict:
 
 __all__ = [
     "SOURCES",
+    "TEXT_SOURCES",
     "ClipShape",
     "ClipStream",
     "DataConfig",
