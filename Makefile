@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 TEST_TIMEOUT ?= 3600
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo sweep-demo test lint format bench clean help
+.PHONY: install demo demo-alpro sweep-demo test lint format bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,6 +20,9 @@ install:  ## idempotent: apt ffmpeg/espeak-ng, .venv with CPU torch, project (ed
 
 demo: install  ## sample corpus -> shards -> pretraining -> eval vs untrained -> fine-tuning (embedded local Ray)
 	@bash scripts/demo.sh $(DEMO_OUT)
+
+demo-alpro: install  ## ALPRO (docs/alpro.md): WebVid-style sample set -> prompter -> full model -> demo_out/alpro/report.json
+	@bash scripts/demo_alpro.sh $(DEMO_OUT)
 
 sweep-demo: install  ## 3-trial Ray Tune sweep (ASHA) of the debug preset on the demo shards, then train the best config
 	@bash scripts/sweep_demo.sh $(DEMO_OUT)

@@ -61,7 +61,9 @@ def base_config(args, storage: str, name: str, **over) -> TrainConfig:
 
 
 def loader_throughput(args, frames: int, size: int, batches: int) -> dict:
-    """Decode + augment only, in this process (DataLoader with 0 workers): clips/s per core."""
+    """The loader's own work only, in this process (DataLoader with 0 workers): decode + uint8
+    crop/resize/flip per clip (the batched device half runs in the training process): clips/s
+    per core."""
     from training.data.loader import ClipShape, DataConfig, build_loader
 
     data = DataConfig(

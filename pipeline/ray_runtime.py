@@ -9,6 +9,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Ray's switch for single-machine platforms (macOS/Windows): with it off, Ray takes
 # 127.0.0.1 as the node address instead of the machine's external one.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Where Ray's State API and job client look first (before RAY_ADDRESS or a process scan).
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 def init_ray(
@@ -47,6 +49,7 @@ def init_ray(
         ray.init(address=address, log_to_driver=True)
         return f"ray cluster at {address}"
     _loopback_only()
+    dashboard_port = _pin_state_api(dashboard)
     # address="local" always starts a new embedded Ray: with no address, `ray.init` joins any
     # cluster a `ray start` left on this machine (/tmp/ray/ray_current_cluster), and then
     # rejects num_cpus ("When connecting to an existing cluster, num_cpus ... must not be
@@ -55,6 +58,7 @@ def init_ray(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=dashboard,
+        **({"dashboard_port": dashboard_port} if dashboard_port else {}),
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
         configure_logging=True,
@@ -62,6 +66,26 @@ def init_ray(
     )
     cpus = int(ray.cluster_resources().get("CPU", 0))
     return f"embedded local ray on 127.0.0.1 ({cpus} CPUs)"
+
+
+def _pin_state_api(dashboard: bool) -> int | None:
+    """Point Ray's State API at this embedded Ray's dashboard; returns the port to serve it on.
+
+    Ray Train's PlacementGroupCleaner (a detached actor) asks the State API whether the
+    TrainController lives, with no address: Ray then looks for GCS processes on the machine
+    and, when another Ray runs here too (a `ray start` head, a second embedded Ray), fails
+    with "Found multiple active Ray instances", so a controller that dies is never cleaned up
+    after. RAY_API_SERVER_ADDRESS names the dashboard to ask; workers inherit it."""
+    import socket
+
+    if not dashboard:
+        os.environ.pop(API_SERVER_ENV, None)  # not ours to point at
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+    return port
 
 
 def _loopback_only() -> None:

@@ -19,7 +19,7 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 # Bumped when the same settings would give other samples (keys, windows, timing): a run made
 # by an older version is then not resumed into, which would mix the two.
-PLAN_VERSION = 2
+PLAN_VERSION = 3  # 3: schema v2 encodings
 
 
 @dataclass
@@ -44,6 +44,11 @@ class PreprocessConfig:
     # A stored window is longer than the 3.2 s training window so the loader can crop in time.
     window_seconds: float = 4.0
     train_window_seconds: float = 3.2
+    # AudioSet windows per segment: "fit" = floor(segment / window) windows spread evenly (a
+    # 10 s clip gives 0-4 s and 6-10 s: 4-6 s is never used); "cover" = ceil(segment / window)
+    # overlapping windows that cover the whole segment (the official code crops anywhere in
+    # the 10 s clip).
+    audioset_windows: str = "fit"
     # Nearest-k captions per window (MIL-NCE positives); 5 in the paper.
     captions_per_window: int = 5
     # Speech: webrtcvad aggressiveness 0-3 and frame length (10/20/30 ms are the only valid ones).
@@ -52,7 +57,22 @@ class PreprocessConfig:
     # Windows whose speech ratio is below this get text_mask 0 (their captions are likely not
     # about what is heard/seen there). AudioSet windows always have text_mask 0.
     min_speech_ratio: float = 0.1
-    # JPEG quality of stored frames as ffmpeg's -q:v (2 = best, 31 = worst); 3 is visually lossless.
+    # Shard encoding (schema v2, docs/shard-format.md). Video: "h264" (one H.264 stream per
+    # window, default: ~5x smaller than JPEG frames at about the same PSNR) or "jpeg"
+    # (per-frame JPEG, the v1 member). Audio: "opus" (default: lossy, the smallest at a given
+    # quality; ~1/8 of int16), "aac", "flac" or "pcm" (int16 .npy, the v1 member) lossless.
+    video_codec: Literal["h264", "jpeg"] = "h264"
+    # libx264 constant rate factor (0-51, lower = better; 23 is x264's default) and preset.
+    h264_crf: float = 23.0
+    h264_preset: str = "fast"
+    # Most frames between key frames; 0 = one key frame per window (smallest; a training crop
+    # anywhere in the window decodes from the window's first frame, never another window's).
+    h264_keyint: int = 0
+    audio_codec: Literal["opus", "aac", "flac", "pcm"] = "opus"
+    # Lossy audio bit rate in bits/s; 0 = the codec's default here (Opus 96k, AAC 128k).
+    audio_bitrate: int = 0
+    # JPEG quality of stored frames as ffmpeg's -q:v (2 = best, 31 = worst); 3 is visually
+    # lossless. Used by video_codec "jpeg".
     jpeg_qscale: int = 3
     # Target windows per shard; a shard holds whole videos, so sizes vary around this.
     samples_per_shard: int = 64
@@ -97,6 +117,8 @@ class PreprocessConfig:
             raise ValueError(
                 f"sample_rate must be 8000/16000/32000/48000 (what webrtcvad accepts), got {self.sample_rate}"
             )
+        if self.audioset_windows not in ("fit", "cover"):
+            raise ValueError(f"audioset_windows={self.audioset_windows!r}: choose fit or cover")
         if self.train_window_seconds <= 0:
             raise ValueError("train_window_seconds must be > 0")
         if self.window_seconds < self.train_window_seconds:
@@ -114,6 +136,27 @@ class PreprocessConfig:
             raise ValueError("min_speech_ratio must be in [0, 1]")
         if not 2 <= self.jpeg_qscale <= 31:
             raise ValueError("jpeg_qscale must be in [2, 31]")
+        if self.video_codec not in ("h264", "jpeg"):
+            raise ValueError(f"video_codec must be h264 or jpeg, got {self.video_codec!r}")
+        if self.audio_codec not in ("opus", "aac", "flac", "pcm"):
+            raise ValueError(
+                f"audio_codec must be opus, aac, flac or pcm, got {self.audio_codec!r}"
+            )
+        if not 0 <= self.h264_crf <= 51:
+            raise ValueError(f"h264_crf must be in [0, 51], got {self.h264_crf}")
+        presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                   "slower", "veryslow")  # fmt: skip
+        if self.h264_preset not in presets:
+            raise ValueError(f"h264_preset must be one of {presets}, got {self.h264_preset!r}")
+        if self.h264_keyint < 0:
+            raise ValueError(f"h264_keyint must be >= 0, got {self.h264_keyint}")
+        if self.audio_bitrate < 0:
+            raise ValueError(f"audio_bitrate must be >= 0, got {self.audio_bitrate}")
+        if self.audio_codec == "opus" and self.sample_rate not in (8000, 16000, 48000):
+            raise ValueError(
+                f"audio_codec opus needs sample_rate 8000, 16000 or 48000, got "
+                f"{self.sample_rate}: use aac, flac or pcm"
+            )
         if self.samples_per_shard < 1:
             raise ValueError("samples_per_shard must be >= 1")
         if not 0.0 <= self.max_error_fraction <= 1.0:

@@ -1,9 +1,10 @@
-"""ffmpeg (through ffmpeg-python) decoding of a time range: JPEG frames at a fixed fps and
-short side, and mono 16-bit PCM at a fixed rate.
+"""ffmpeg (through ffmpeg-python) decoding of a time range: frames at a fixed fps and short
+side, and mono 16-bit PCM at a fixed rate.
 
-Frames leave ffmpeg already JPEG-encoded (`-f mjpeg`, i.e. concatenated JPEG images), so no
-RGB array ever crosses the pipe or Python on the write path; `split_jpegs` finds the frame
-boundaries. One ffmpeg process decodes a video's whole span once for all its windows.
+Frames leave ffmpeg either already JPEG-encoded (`-f mjpeg`, concatenated JPEG images;
+`split_jpegs` finds the frame boundaries) for JPEG shards, or as planar yuv420p in a y4m
+stream (`split_y4m`) for the H.264 encoder (`preprocessing.encode`): no RGB array crosses the
+pipe. One ffmpeg process decodes a video's whole span once for all its windows.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ class DecodedSpan:
     """Frames and audio of [start, start + duration) of one file."""
 
     start: float
-    frames: list[bytes]  # one JPEG per frame, frame i at time start + i / fps
+    # one JPEG per frame, or (frame_format "yuv420p") one uint8 [height * 3 // 2, width]
+    # planar frame each; frame i at time start + i / fps
+    frames: list
     audio: (
         np.ndarray | None
     )  # int16 [S], sample j at time start + j / sample_rate; None = no audio stream
     fps: float
     sample_rate: int
+    width: int = 0  # set for yuv420p frames
+    height: int = 0
 
 
 def scale_filter_args(short_side: int) -> dict:
@@ -84,6 +89,32 @@ def split_jpegs(buf: bytes) -> list[bytes]:
         frames.append(buf[i : end + 2])
         i = end + 2
     return frames
+
+
+def split_y4m(buf: bytes) -> tuple[list[np.ndarray], int, int]:
+    """A yuv4mpegpipe stream (4:2:0) -> (frames, width, height); each frame a uint8
+    [height * 3 // 2, width] view of the planar Y, U, V data."""
+    end = buf.find(b"\n")
+    header = buf[:end].split() if end > 0 else []
+    if not header or header[0] != b"YUV4MPEG2":
+        raise DecodeError("ffmpeg gave no y4m stream")
+    fields = {f[:1]: f[1:] for f in header[1:]}
+    width, height = int(fields[b"W"]), int(fields[b"H"])
+    colour = fields.get(b"C", b"420").decode()
+    if not colour.startswith("420") or width % 2 or height % 2:
+        raise DecodeError(f"y4m stream is C{colour} {width}x{height}, expected even 4:2:0")
+    size = width * height * 3 // 2
+    frames, pos = [], end + 1
+    while pos < len(buf):
+        line = buf.find(b"\n", pos)
+        if line < 0 or not buf.startswith(b"FRAME", pos):
+            raise DecodeError(f"corrupt y4m stream from ffmpeg at byte {pos}")
+        start = line + 1
+        if start + size > len(buf):
+            break  # a truncated last frame
+        frames.append(np.frombuffer(buf, np.uint8, size, start).reshape(height * 3 // 2, width))
+        pos = start + size
+    return frames, width, height
 
 
 def _input(path: str, start: float, duration: float, threads: int, seek_from: float):
@@ -158,12 +189,21 @@ def decode_frames(
     stream: int | None = None,
     seek_from: float = 0.0,
     max_aspect: float | None = None,
-) -> list[bytes]:
-    """JPEG frames of [start, start + duration) at `fps`, shorter side `short_side`."""
+    frame_format: str = "jpeg",
+) -> list:
+    """Frames of [start, start + duration) at `fps`, shorter side `short_side`: JPEGs
+    (`frame_format` "jpeg"), or "yuv420p" planar arrays (see `split_y4m`)."""
     video, out = _video(
         path, start, duration, fps, short_side, threads,
         stream=stream, seek_from=seek_from, max_aspect=max_aspect,
     )  # fmt: skip
+    if frame_format == "yuv420p":
+        raw = _run(
+            video.output("pipe:", format="yuv4mpegpipe", pix_fmt="yuv420p", **out),
+            threads,
+            "video",
+        )
+        return split_y4m(raw)  # type: ignore[return-value]
     stream_out = video.output(
         "pipe:", format="mjpeg", threads=threads, **{"q:v": qscale, "pix_fmt": "yuvj420p"}, **out
     )
@@ -207,13 +247,18 @@ def decode_span(
     audio_stream: int | None = None,
     seek_from: float = 0.0,
     max_aspect: float | None = None,
+    frame_format: str = "jpeg",
 ) -> DecodedSpan:
     """Frames and audio of one range. The streams are the ones `probe` chose (default: the
     first of each kind); `seek_from` is the video stream's start (see `_input`)."""
     frames = decode_frames(
         path, start, duration, fps, short_side, qscale, threads,
         stream=video_stream, seek_from=seek_from, max_aspect=max_aspect,
+        frame_format=frame_format,
     )  # fmt: skip
+    width = height = 0
+    if frame_format == "yuv420p":
+        frames, width, height = frames
     audio = (
         decode_audio(
             path, start, duration, sample_rate, threads, stream=audio_stream, seek_from=seek_from
@@ -221,7 +266,7 @@ def decode_span(
         if has_audio
         else None
     )
-    return DecodedSpan(start, frames, audio, fps, sample_rate)
+    return DecodedSpan(start, frames, audio, fps, sample_rate, width, height)
 
 
 def decode_square_rgb(

@@ -203,7 +203,11 @@ def plan_clips(
                 continue
         else:
             windows = segment_windows(
-                duration, cfg.window_seconds, cfg.train_window_seconds, offset
+                duration,
+                cfg.window_seconds,
+                cfg.train_window_seconds,
+                offset,
+                cover=cfg.audioset_windows == "cover",
             )
         # WebVid samples never carry audio (ALPRO is video-text): no note for each clip.
         if not row["has_audio"] and video.source != "webvid":

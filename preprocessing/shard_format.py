@@ -1,12 +1,21 @@
-"""The shard sample contract (schema v1): member names, the JSON metadata, keys, encode/decode.
+"""The shard sample contract (schema v2, reads v1 too): member names, the JSON metadata, keys,
+encode/decode.
 
-Produced here, consumed by the training loader and by `vatt inspect`. One sample = three tar
-members sharing a key (full description: docs/shard-format.md):
-  <key>.mjpeg  video: T baseline JPEG frames concatenated (ffmpeg's mjpeg stream format);
-               `frame_sizes` in the JSON gives each frame's byte length for random access.
-  <key>.npy    audio: int16 mono waveform [S] at `sample_rate` (np.save format; zeros when
-               the input has no audio stream, then audio_mask = 0).
-  <key>.json   metadata (SCHEMA_FIELDS), captions nearest first.
+Produced here, consumed by the training loader, evaluation and `vatt inspect`. One sample =
+three tar members sharing a key (full description: docs/shard-format.md):
+  video, one of
+    <key>.mp4    the window's frames as one H.264 stream (mp4), starting on a key frame, so any
+                 crop of the window decodes this member alone (schema v2 default);
+    <key>.mjpeg  T baseline JPEG frames concatenated (ffmpeg's mjpeg stream format);
+                 `frame_sizes` in the JSON gives each frame's byte length (v1, and v2 "jpeg").
+  audio (mono at `sample_rate`; zeros when the input has no audio stream, then audio_mask = 0),
+  one of
+    <key>.opus   Ogg Opus (v2 default)   <key>.m4a  AAC in mp4
+    <key>.flac   FLAC (lossless)         <key>.npy  int16 waveform [S], np.save format (v1)
+  <key>.json   metadata (SCHEMA_FIELDS; v2 adds `video_codec`, `audio_codec`), captions
+               nearest first.
+
+Compressed members are decoded in-process with PyAV (FFmpeg's libraries, no subprocess).
 
 Reading is guarded (`read_shard`, `parse_meta`, `decode_sample`): a shard may come from
 anywhere, so every size a header claims is checked before anything is allocated, and every
@@ -25,10 +34,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-VIDEO_MEMBER = "mjpeg"
+SCHEMA_VERSION = 2
+VIDEO_MEMBER = "mjpeg"  # the v1 members (still written by video_codec="jpeg" / "pcm")
 AUDIO_MEMBER = "npy"
 META_MEMBER = "json"
+# codec (the JSON's video_codec / audio_codec) -> member extension
+VIDEO_CODECS = {"h264": "mp4", "mjpeg": "mjpeg"}
+AUDIO_CODECS = {"opus": "opus", "aac": "m4a", "flac": "flac", "pcm_s16le": "npy"}
+# extension -> PyAV container format of the audio members
+_AUDIO_FORMATS = {"opus": "ogg", "m4a": "mp4", "flac": "flac"}
 SCHEMA_FIELDS = (
     "schema_version",
     "key",
@@ -52,6 +66,7 @@ SCHEMA_FIELDS = (
     "segment",
     "audio_stream",
 )
+V2_FIELDS = ("video_codec", "audio_codec")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -61,6 +76,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # compressed stream (a gzip named .tar inflating a huge member) is refused with a reason.
 MAX_MEMBER_BYTES = 256 << 20
 MAX_FRAME_PIXELS = 1 << 24  # 4096 x 4096
+MAX_FRAMES = 4096  # frames of a video member decoded whole (a window holds tens)
 AUDIO_SLACK_S = 1.0  # .npy may exceed (end - start) x sample_rate by this much
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: key up to the first dot
@@ -93,15 +109,31 @@ def encode_audio(audio: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_sample(meta: dict, frames: list[bytes], audio: np.ndarray) -> dict:
-    """A webdataset.TarWriter sample dict (bytes per member)."""
-    missing = [f for f in SCHEMA_FIELDS if f not in meta]
+def codecs(meta: dict) -> tuple[str, str]:
+    """(video codec, audio codec) of a sample's metadata: v1 samples are mjpeg + int16 PCM."""
+    return meta.get("video_codec", "mjpeg"), meta.get("audio_codec", "pcm_s16le")
+
+
+def members(meta: dict) -> tuple[str, str]:
+    """(video member, audio member) extensions of a sample (see the module docstring)."""
+    video, audio = codecs(meta)
+    return VIDEO_CODECS[video], AUDIO_CODECS[audio]
+
+
+def encode_sample(meta: dict, video: list[bytes] | bytes, audio: np.ndarray | bytes) -> dict:
+    """A webdataset.TarWriter sample dict (bytes per member). `video` is the encoded member
+    (or a list of JPEG frames), `audio` the encoded member or an int16 waveform (`.npy`)."""
+    fields = SCHEMA_FIELDS + (V2_FIELDS if meta.get("schema_version", 1) >= 2 else ())
+    missing = [f for f in fields if f not in meta]
     if missing:
         raise ValueError(f"sample metadata lacks {missing}")
+    vcodec, acodec = codecs(meta)
+    if vcodec not in VIDEO_CODECS or acodec not in AUDIO_CODECS:
+        raise ValueError(f"unknown codecs {vcodec!r} / {acodec!r}")
     return {
         "__key__": meta["key"],
-        VIDEO_MEMBER: b"".join(frames),
-        AUDIO_MEMBER: encode_audio(audio),
+        VIDEO_CODECS[vcodec]: b"".join(video) if isinstance(video, list) else video,
+        AUDIO_CODECS[acodec]: encode_audio(audio) if isinstance(audio, np.ndarray) else audio,
         META_MEMBER: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
     }
 
@@ -225,7 +257,20 @@ def parse_meta(raw: bytes | str | dict) -> dict:
             raise SampleError(f"metadata lacks {field!r}")
         if not ok(meta[field]):
             raise SampleError(f"metadata {field!r} is {meta[field]!r:.60}, expected {what}")
-    if len(meta["frame_sizes"]) != meta["num_frames"]:
+    if meta.get("schema_version", 1) >= 2:
+        for field in V2_FIELDS:
+            if field not in meta:
+                raise SampleError(f"metadata lacks {field!r}")
+    vcodec, acodec = codecs(meta)
+    if vcodec not in VIDEO_CODECS:
+        raise SampleError(
+            f"metadata 'video_codec' is {vcodec!r:.40}, expected one of {list(VIDEO_CODECS)}"
+        )
+    if acodec not in AUDIO_CODECS:
+        raise SampleError(
+            f"metadata 'audio_codec' is {acodec!r:.40}, expected one of {list(AUDIO_CODECS)}"
+        )
+    if vcodec == "mjpeg" and len(meta["frame_sizes"]) != meta["num_frames"]:
         raise SampleError(
             f"frame_sizes has {len(meta['frame_sizes'])} entries, num_frames says {meta['num_frames']}"
         )
@@ -267,33 +312,180 @@ def sparse_frame_indices(
     return out
 
 
+def _av_error() -> tuple[type[BaseException], ...]:
+    import av
+
+    return (av.error.FFmpegError, OSError, ValueError, EOFError)
+
+
+def _select(frames: slice | list[int] | None, total: int) -> list[int]:
+    """Frame indices of a selection (a slice, a list of indices, None = all) of `total`
+    frames; SampleError for an index outside them."""
+    if frames is None:
+        return list(range(total))
+    if isinstance(frames, slice):
+        return list(range(total)[frames])
+    bad = [i for i in frames if not -total <= i < total]
+    if bad:
+        raise SampleError(f"frame index {bad[0]} is outside the sample's {total} frames")
+    return [i % total for i in frames]
+
+
+def decode_h264(
+    data: bytes,
+    size: tuple[int, int] | None = None,
+    frames: slice | list[int] | None = None,
+    num_frames: int | None = None,
+    max_pixels: int = MAX_FRAME_PIXELS,
+) -> np.ndarray:
+    """An `.mp4` H.264 member -> uint8 [t, H, W, 3] RGB, in-process (PyAV, one thread).
+
+    `frames` selects frames (a slice or a list of indices over the member's frames): decoding
+    runs from the window's key frame up to the last selected frame and only those are
+    converted to RGB (an index listed twice is decoded once).
+    The stream header is checked first: H.264, at most `max_pixels`, of `size` (width, height)
+    when given; a member with fewer frames than the selection needs is refused."""
+    import av
+
+    total = num_frames
+    try:
+        container = av.open(io.BytesIO(data), format="mp4")
+    except _av_error() as e:
+        raise SampleError(
+            f"video is not a readable mp4 ({' '.join(str(e).split())[:120]})"
+        ) from None
+    with container:
+        if not container.streams.video:
+            raise SampleError("video member has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx.name != "h264":
+            raise SampleError(f"video member is {ctx.name}, expected h264")
+        width, height = ctx.width, ctx.height
+        if width * height > max_pixels:
+            raise SampleError(f"video header claims {width}x{height} pixels, over the limit")
+        if size is not None and (width, height) != tuple(size):
+            raise SampleError(f"video is {width}x{height}, the metadata says {size[0]}x{size[1]}")
+        ctx.thread_count = 1
+        ctx.thread_type = "NONE"
+        if total is None:
+            total = stream.frames or MAX_FRAME_PIXELS
+        wanted = _select(frames, total) if frames is not None or num_frames else []
+        keep = set(wanted)
+        last = max(wanted) if wanted else -1
+        got: dict[int, np.ndarray] = {}
+        i = -1
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if frames is None and num_frames is None:
+                    if i >= MAX_FRAMES:
+                        raise SampleError(f"video member holds over {MAX_FRAMES} frames")
+                    got[i] = frame.to_ndarray(format="rgb24")
+                    continue
+                if i > last:
+                    break
+                if i in keep:
+                    got[i] = frame.to_ndarray(format="rgb24")
+        except _av_error() as e:
+            why = " ".join(str(e).split())[:120]
+            raise SampleError(f"video frame {i + 1}: cannot decode ({why})") from None
+    if frames is None and num_frames is None:
+        wanted = sorted(got)
+    missing = [j for j in wanted if j not in got]
+    if missing:
+        raise SampleError(f"video member holds {i + 1} frames, the crop needs frame {max(missing)}")
+    out = [got[j] for j in wanted]
+    return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def decode_compressed_audio(
+    data: bytes, ext: str, sample_rate: int, max_samples: int | None = None
+) -> np.ndarray:
+    """An `.opus` / `.m4a` / `.flac` member -> int16 mono [S] at `sample_rate` (PyAV).
+    Decoding stops with SampleError as soon as it passes `max_samples`."""
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), format=_AUDIO_FORMATS[ext])
+    except _av_error() as e:
+        raise SampleError(
+            f"audio is not a readable .{ext} ({' '.join(str(e).split())[:120]})"
+        ) from None
+    parts: list[np.ndarray] = []
+    count = 0
+    with container:
+        if not container.streams.audio:
+            raise SampleError(f"audio .{ext} member has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    count += parts[-1].shape[0]
+                if max_samples is not None and count > max_samples:
+                    raise SampleError(f"audio holds over {max_samples} samples, the window's most")
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray().reshape(-1))
+        except _av_error() as e:
+            raise SampleError(
+                f"audio .{ext}: cannot decode ({' '.join(str(e).split())[:120]})"
+            ) from None
+    return np.concatenate(parts).astype("<i2", copy=False) if parts else np.zeros(0, "<i2")
+
+
+# A lossy codec's decoded length differs from the window's by its framing (a few ms): it is
+# trimmed / zero-padded to num_samples; a shortfall beyond this fraction is an error.
+LOSSY_SHORTFALL = 0.05
+
+
+def decode_audio_member(data: bytes, meta: dict) -> np.ndarray:
+    """The sample's audio member (any codec) -> int16 [num_samples]."""
+    ext = members(meta)[1]
+    limit = max_audio_samples(meta)
+    want = meta["num_samples"]
+    if ext == AUDIO_MEMBER:
+        audio = decode_audio(data, limit)
+        if len(audio) != want:
+            raise SampleError(f"audio has {len(audio)} samples, num_samples says {want}")
+        return audio
+    audio = decode_compressed_audio(data, ext, meta["sample_rate"], limit)
+    if len(audio) < want * (1 - LOSSY_SHORTFALL):
+        raise SampleError(f"audio has {len(audio)} samples, num_samples says {want}")
+    if len(audio) >= want:
+        return audio[:want]
+    return np.pad(audio, (0, want - len(audio)))
+
+
+def decode_video_member(
+    data: bytes, meta: dict, frames: slice | list[int] | None = None
+) -> np.ndarray:
+    """The sample's video member (any codec) -> uint8 [t, H, W, 3], only `frames` (a slice,
+    or a list of indices such as `sparse_frame_indices` gives) decoded."""
+    size = (meta["width"], meta["height"])
+    if members(meta)[0] == VIDEO_MEMBER:
+        jpegs = split_frames(data, meta["frame_sizes"])
+        if frames is not None:
+            jpegs = [jpegs[i] for i in _select(frames, len(jpegs))]
+        return decode_frames(jpegs, size)
+    return decode_h264(data, size, frames, meta["num_frames"])
+
+
 def decode_sample(sample: dict, frames: slice | list[int] | None = None) -> dict:
-    """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16}.
-    `frames` selects frames (a slice, or a list of indices such as `sparse_frame_indices`
-    gives) so only those JPEGs are decoded. Guarded: SampleError (a ValueError) with a
-    one-line reason for any member that is missing or malformed."""
-    missing = [f".{m}" for m in (VIDEO_MEMBER, AUDIO_MEMBER, META_MEMBER) if m not in sample]
+    """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16},
+    schema v1 or v2, any codec. `frames` selects frames (a slice, or a list of indices such as
+    `sparse_frame_indices` gives) so only those are decoded (JPEG) or converted (H.264). Guarded: SampleError (a ValueError) with a one-line reason
+    for any member that is missing or malformed."""
+    if META_MEMBER not in sample:
+        raise SampleError(f"missing member .{META_MEMBER}")
+    meta = parse_meta(sample[META_MEMBER])
+    missing = [f".{m}" for m in members(meta) if m not in sample]
     if missing:
         raise SampleError(f"missing member {', '.join(missing)}")
-    meta = parse_meta(sample[META_MEMBER])
-    jpegs = split_frames(sample[VIDEO_MEMBER], meta["frame_sizes"])
-    if isinstance(frames, slice):
-        jpegs = jpegs[frames]
-    elif frames is not None:
-        bad = [i for i in frames if not -len(jpegs) <= i < len(jpegs)]
-        if bad:
-            raise SampleError(f"frame index {bad[0]} is outside the sample's {len(jpegs)} frames")
-        jpegs = [jpegs[i] for i in frames]
-    video = decode_frames(jpegs, (meta["width"], meta["height"]))
-    audio = sample[AUDIO_MEMBER]
-    if isinstance(audio, bytes):
-        audio = decode_audio(audio, max_audio_samples(meta))
-        if len(audio) != meta["num_samples"]:
-            raise SampleError(
-                f"audio has {len(audio)} samples, num_samples says {meta['num_samples']}"
-            )
-    else:
-        audio = np.asarray(audio)
+    vext, aext = members(meta)
+    video = decode_video_member(sample[vext], meta, frames)
+    audio = sample[aext]
+    audio = decode_audio_member(audio, meta) if isinstance(audio, bytes) else np.asarray(audio)
     return {"key": sample["__key__"], "meta": meta, "video": video, "audio": audio}
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from preprocessing import storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.decode import DecodeError, decode_span
+from preprocessing.encode import encode_audio_member, encode_h264
 from preprocessing.records import Caption, ErrorRow
 from preprocessing.shard_format import SCHEMA_VERSION, encode_sample, sample_key
 from preprocessing.vad import speech_ratio
@@ -74,11 +75,13 @@ def _window_meta(
     cfg: PreprocessConfig,
     clip: dict,
     w: ClipWindow,
-    frames: list[bytes],
+    frames: list,
     audio: np.ndarray,
     has_audio: bool,
+    size: tuple[int, int] | None = None,
 ) -> dict:
-    width, height = Image.open(io.BytesIO(frames[0])).size
+    """The window's JSON (frames: JPEGs, or yuv420p arrays of `size` (width, height))."""
+    width, height = size or Image.open(io.BytesIO(frames[0])).size
     ratio = (
         speech_ratio(audio, cfg.sample_rate, cfg.vad_mode, cfg.vad_frame_ms) if has_audio else 0.0
     )
@@ -100,7 +103,7 @@ def _window_meta(
         "num_frames": len(frames),
         "height": height,
         "width": width,
-        "frame_sizes": [len(f) for f in frames],
+        "frame_sizes": [len(f) for f in frames] if cfg.video_codec == "jpeg" else [],
         "sample_rate": cfg.sample_rate,
         "num_samples": int(len(audio)),
         "audio_mask": int(has_audio),
@@ -112,8 +115,30 @@ def _window_meta(
         if clip.get("segment_start") is not None
         else None,
         "audio_stream": clip.get("audio_info"),
+        "video_codec": "h264" if cfg.video_codec == "h264" else "mjpeg",
+        # An empty waveform (WebVid without audio) stays a 128-byte .npy.
+        "audio_codec": "pcm_s16le"
+        if cfg.audio_codec == "pcm" or len(audio) == 0
+        else cfg.audio_codec,
         **extra,
     }
+
+
+def encode_window(
+    cfg: PreprocessConfig, frames: list, audio: np.ndarray, size: tuple[int, int], threads: int = 1
+) -> tuple[list[bytes] | bytes, np.ndarray | bytes]:
+    """One window's video and audio members in `cfg`'s codecs (JPEG frames pass through)."""
+    video = frames
+    if cfg.video_codec == "h264":
+        video = encode_h264(
+            frames, size[0], size[1], cfg.fps, crf=cfg.h264_crf, preset=cfg.h264_preset,
+            keyint=cfg.h264_keyint, threads=threads,
+        )  # fmt: skip
+    if cfg.audio_codec == "pcm" or len(audio) == 0:
+        return video, audio
+    return video, encode_audio_member(
+        audio, cfg.sample_rate, cfg.audio_codec, cfg.audio_bitrate, threads
+    )
 
 
 def _cut_window(
@@ -173,6 +198,7 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
         tmp = f"{final}.tmp-{os.getpid()}"
     keys: list[str] = []
     errors: list[ErrorRow] = []
+    threads = max(1, int(cfg.cpus_per_task))
     with wds.TarWriter(str(tmp)) as sink:
         for clip in shard["clips"]:
             windows = [
@@ -193,11 +219,12 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                         sample_rate=cfg.sample_rate,
                         qscale=cfg.jpeg_qscale,
                         has_audio=clip["has_audio"],
-                        threads=max(1, int(cfg.cpus_per_task)),
+                        threads=threads,
                         video_stream=clip.get("video_stream"),
                         audio_stream=clip.get("audio_stream"),
                         seek_from=clip.get("video_start") or 0.0,
                         max_aspect=cfg.max_aspect_ratio,
+                        frame_format="yuv420p" if cfg.video_codec == "h264" else "jpeg",
                     )
             except OSError as e:  # an object-store input that cannot be fetched
                 errors += [
@@ -218,8 +245,12 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                     continue
                 if note:
                     errors.append(_decode_error(clip, w, DecodeError(note), fatal=False))
-                meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"])
-                sink.write(encode_sample(meta, frames, audio))
+                size = (span.width, span.height) if span.width else None
+                meta = _window_meta(cfg, clip, w, frames, audio, clip["has_audio"], size)
+                video_member, audio_member = encode_window(
+                    cfg, frames, audio, (meta["width"], meta["height"]), threads
+                )
+                sink.write(encode_sample(meta, video_member, audio_member))
                 keys.append(meta["key"])
     size = os.path.getsize(tmp)
     if remote:

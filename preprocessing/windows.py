@@ -10,7 +10,7 @@ The window rule (also in docs/shard-format.md):
   whose shifted window starts where the previous one does (near the end of the video, or in
   a video shorter than a window): two windows never share a start, so never a sample key.
 - AudioSet: n = max(1, floor(segment / window)) windows spread evenly over the labelled
-  segment: the whole file when it is the cut segment, else the segment's time range within
+  segment (`audioset_windows: cover`: ceil, overlapping windows that leave no gap): the whole file when it is the cut segment, else the segment's time range within
   it (`segment_range`).
 Captions per window: the spec's nearest-k algorithm (`nearest_captions`), nearest first.
 """
@@ -155,14 +155,15 @@ def segment_range(
 
 
 def segment_windows(
-    duration: float, window: float, min_window: float, offset: float = 0.0
+    duration: float, window: float, min_window: float, offset: float = 0.0, cover: bool = False
 ) -> list[ClipWindow]:
     """AudioSet windows spread evenly over [offset, offset + duration] (rule in the module
-    docstring)."""
+    docstring); `cover`: as many as it takes to cover the whole segment (overlapping)."""
     if duration < min_window:
         return []
     length = min(window, duration)
-    n = max(1, math.floor(duration / length + 1e-6))
+    fit = duration / length
+    n = max(1, math.ceil(fit - 1e-6) if cover else math.floor(fit + 1e-6))
     step = (duration - length) / (n - 1) if n > 1 else 0.0
     first = offset + (0.0 if n > 1 else (duration - length) / 2)
     return [

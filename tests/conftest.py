@@ -1,10 +1,12 @@
-"""Shared fixtures: an embedded Ray per test module, and small real media files made by ffmpeg."""
+"""Shared fixtures: one embedded Ray per session (checked clean after every module), and small
+real media files made by ffmpeg."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,35 +21,74 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 VATT = [sys.executable, "-m", "pipeline"]
 
 
+_SESSION_RAY: dict[str, str] = {}
+
+
 def start_ray():
-    """The embedded 2-CPU Ray on 127.0.0.1 that in-process tests use (started once per test
-    module, see below). With the dashboard: Ray Train's placement-group cleaner asks its
-    State API (shared/notes/platform.md)."""
+    """The embedded 2-CPU Ray on 127.0.0.1 that in-process tests share, started once per
+    session (with the dashboard: Ray Train's placement-group cleaner asks its State API,
+    shared/notes/platform.md). A Ray that some test started in-process by other means (a CLI
+    call, which starts one without the dashboard) is replaced."""
     import ray
 
     from pipeline.ray_runtime import init_ray
 
-    init_ray(num_cpus=2, dashboard=True)
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != _SESSION_RAY.get("gcs"):
+        ray.shutdown()
+    if not ray.is_initialized():
+        init_ray(num_cpus=2, dashboard=True)
+        _SESSION_RAY["gcs"] = ray.get_runtime_context().gcs_address
     return ray
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_local():
     return start_ray()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fresh_ray_per_module():
-    """Each test module gets its own Ray, shut down after it. In one Ray shared by the whole
-    session, the first `TorchTrainer.fit()` of test_trainer.py hung every time (5 of 5 full
-    runs; never when run alone or with fewer modules before it): the driver never heard that
-    the TrainController actor was ALIVE, so `TrainController.run` stayed in
-    PENDING_NODE_ASSIGNMENT. A fresh driver per module costs ~10 s and has not hung."""
+def ray_left_clean(request):
+    """After each module the session's Ray should be as a new one: no placement group left
+    and every CPU free. If a module leaves either, the Ray is replaced (with a warning naming
+    the module) so the next module never waits on CPUs it cannot get: a Train controller
+    pending forever is how a leaked placement group shows (docs/testing.md)."""
     yield
     import ray
 
-    if ray.is_initialized():
+    if not ray.is_initialized():
+        return
+    if ray.get_runtime_context().gcs_address != _SESSION_RAY.get("gcs"):
+        ray.shutdown()  # not the session's Ray: a test's own, done with
+        return
+    leaked = [
+        pg_id for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"
+    ]
+    busy = ray.cluster_resources().get("CPU", 0) - ray.available_resources().get("CPU", 0)
+    if leaked or busy:
         ray.shutdown()
+        warnings.warn(
+            f"{request.module.__name__} left {len(leaked)} placement groups and {busy:g} CPUs "
+            "in use: the session's Ray was replaced",
+            stacklevel=1,
+        )
+
+
+@pytest.fixture
+def vatt_in_process(capsys):
+    """`vatt ARGS` through the real entry point (`pipeline.cli.main`) in this process: returns
+    (exit code, stderr). For usage errors, which stop before Ray or any work: a subprocess
+    each costs seconds of imports (tests still run the real process where it matters)."""
+    from pipeline.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()  # drop what came before
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return code, capsys.readouterr().err
+
+    return run
 
 
 def ffmpeg(*args: str) -> None:
@@ -211,14 +252,14 @@ def make_howto_corpus(root: Path, videos: int = 4, seconds: float = 12) -> tuple
 
 
 def make_sample(key: str, seed: int = 0) -> dict:
-    """One well-formed AudioSet-style sample (member -> bytes) written by the shard contract's
-    own encoder: 40 real JPEG frames (128x96) and 4 s of 48 kHz audio."""
+    """One well-formed AudioSet-style schema v1 sample (member -> bytes) written by the shard
+    contract's own encoder: 40 real JPEG frames (128x96) and 4 s of 48 kHz int16 audio."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    from preprocessing.shard_format import SCHEMA_VERSION, encode_sample
+    from preprocessing.shard_format import encode_sample
 
     rng = np.random.default_rng(seed)
     frames = []
@@ -228,7 +269,7 @@ def make_sample(key: str, seed: int = 0) -> dict:
         frames.append(buf.getvalue())
     audio = rng.integers(-3000, 3000, 192_000, dtype=np.int16)
     meta = {
-        "schema_version": SCHEMA_VERSION, "key": key, "source": "audioset",
+        "schema_version": 1, "key": key, "source": "audioset",
         "video_id": key, "clip_id": key, "start": 0.0, "end": 4.0, "fps": 10.0,
         "num_frames": 40, "height": 96, "width": 128, "frame_sizes": [len(f) for f in frames],
         "sample_rate": 48000, "num_samples": len(audio), "audio_mask": 1, "speech_ratio": 0.0,

@@ -55,7 +55,8 @@ def n_params(module: torch.nn.Module) -> int:
 def test_alpro_base_matches_the_release_and_bert_base():
     with torch.device("meta"):
         model = Alpro(make_alpro_config("alpro-base"))
-    counts = model.parameter_counts()
+    counts = {part: c["total"] for part, c in model.parameter_counts().items()}
+    counts["total"] = sum(counts.values())
     assert counts["total"] == sum(p.numel() for p in model.parameters())  # tied counted once
     assert counts["total"] / 1e6 == pytest.approx(ALPRO_RELEASE_PARAMS_M, abs=0.05)
     text = model.text_encoder
@@ -75,7 +76,7 @@ def test_prompter_preset_has_no_fusion_or_heads():
     with torch.device("meta"):
         prompter = Alpro(make_alpro_config("alpro-prompter-base"))
     assert not hasattr(prompter, "fusion") and not hasattr(prompter, "pem_head")
-    assert prompter.parameter_counts()["fusion"] == 0
+    assert prompter.parameter_counts()["fusion"]["total"] == 0
 
 
 def test_architecture_round_trip_from_a_config_dict():
@@ -114,10 +115,10 @@ def test_every_parameter_gets_a_gradient_from_the_four_losses():
     batch = _debug_batch()
     out = model(batch)
     B = batch["video"].shape[0]
-    assert out["vtm_logits"].shape == (3 * B, 2) and out["pem_logits"].shape == (B, 64)
+    assert out["vtm_logits"].shape == (3 * B, 2) and out["pem_logits"].shape == (B, 32)
     labels = torch.where(batch["mlm_ids"] != batch["text_ids"], batch["text_ids"], -100)
     labels[:, 1] = batch["text_ids"][:, 1]  # at least one target
-    soft = torch.softmax(torch.randn(B, 64), dim=1)
+    soft = torch.softmax(torch.randn(B, 32), dim=1)
     loss = (
         vtc_loss(out["video_vt"], out["text_vt"], out["temp"])
         + vtm_loss(out["vtm_logits"])
@@ -411,7 +412,7 @@ def test_train_config_pairs_presets_with_the_objective():
 
     base = {"data": {"howto100m": "x"}}
     cfg = from_dict(TrainConfig, {**base, "preset": "alpro-debug", "objective": "alpro"})
-    assert cfg.model_config().num_entities == 64
+    assert cfg.model_config().num_entities == 32
     with pytest.raises(ConfigError, match="objective=alpro"):
         from_dict(TrainConfig, {**base, "preset": "alpro-debug"})
     with pytest.raises(ConfigError, match="alpro.mlm_prob"):
@@ -419,3 +420,45 @@ def test_train_config_pairs_presets_with_the_objective():
             TrainConfig,
             {**base, "preset": "alpro-debug", "objective": "alpro", "alpro": {"mlm_prob": 2}},
         )
+
+
+# ---------------------------------------------------------------- held-out ALPRO metrics
+def test_alpro_metrics_run_on_topic_clips_and_stay_in_range():
+    from training.eval.alpro import TopicClip, evaluate, half_crops, topic_mask
+
+    torch.manual_seed(0)
+    captions = [
+        "a dog runs on the beach",
+        "a chef chops onions",
+        "split screen: a dog on the left, a chef on the right",
+    ]
+    tok = build_wordpiece(captions * 4, vocab_size=300, max_len=16)
+    ids, positions = topic_mask(tok, "a chef chops onions", ["chef", "onions"], 16)
+    assert [tok.id_to_token(ids[p]) for p in positions][0] == "chef" and len(positions) >= 2
+    words = {"dogs": ["dog", "beach"], "cooking": ["chef", "onions"]}
+    clips = [
+        TopicClip(torch.rand(4, 64, 64, 3) * 2 - 1, captions[0], "dogs", "dogs",
+                  {"dogs": ["dog", "beach"]}),
+        TopicClip(torch.rand(4, 64, 64, 3) * 2 - 1, captions[1], "cooking", "cooking",
+                  {"cooking": ["chef", "onions"]}),
+        TopicClip(torch.rand(4, 64, 64, 3) * 2 - 1, captions[2], "dogs", "cooking",
+                  {"dogs": ["dog"], "cooking": ["chef"]}),
+    ]  # fmt: skip
+    halves = half_crops((4, 4), (0.3, 0.5))
+    assert all(left + cols <= 2 for _, left, _, cols in halves["left"])
+    assert all(left >= 2 for _, left, _, _ in halves["right"]) and len(halves["left"]) == 3
+    # A clip that shares a topic with every other one has no swap partner: only 0 and 1 do.
+    model = Alpro(make_alpro_config("alpro-debug", num_entities=4))
+    prompter = Prompter(
+        Alpro(make_alpro_config("alpro-prompter-debug")),
+        prompt_ids(tok, ["dog", "beach", "chef", "onions"], 16),
+        threshold=0.0,
+    )
+    report = evaluate(
+        model, prompter, tok, clips[:2], ["dog", "beach", "chef", "onions"], words, 16
+    )
+    assert report["vtc"]["chance"] == 0.5
+    for section in report.values():
+        for key, value in section.items():
+            if key != "masked_pieces":
+                assert 0.0 <= value <= 1.0, (key, value)

@@ -21,7 +21,7 @@ from training.eval.benchmarks import LabelledItem
 from training.eval.metrics import topk_correct
 from training.finetune.config import FinetuneDataConfig, FinetuneOptimConfig, finetune_lr
 from training.finetune.data import ClipCache, ClipSpec, spatial_crops
-from training.finetune.model import TowerClassifier, mixup
+from training.finetune.model import TowerClassifier, loss_fn, mixup
 from training.model import VATT, make_config
 
 DEBUG = make_config("debug")
@@ -52,11 +52,27 @@ def test_mixup_mixes_the_batch_with_a_permutation_of_itself():
     for _ in range(300):
         mixed, y_a, y_b, lam = mixup(x, labels, 5.0, gen)
         assert torch.equal(y_a, labels) and sorted(y_b.tolist()) == list(range(8))
-        torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[y_b])
-        lams.append(lam)
+        assert torch.all(lam == lam[0])  # one lambda for the batch
+        torch.testing.assert_close(mixed, lam[:, None] * x + (1 - lam[:, None]) * x[y_b])
+        lams.append(float(lam[0]))
     # Beta(5, 5): mean 1/2, standard deviation sqrt(1/44) = 0.151.
     assert 0.0 < min(lams) and max(lams) < 1.0
     assert abs(np.mean(lams) - 0.5) < 0.03 and abs(np.std(lams) - math.sqrt(1 / 44)) < 0.03
+    # Per example (the official code): a lambda per row, the same Beta(5, 5).
+    mixed, _, y_b, lam = mixup(x, labels, 5.0, gen, per_example=True)
+    assert len(set(lam.tolist())) == 8
+    torch.testing.assert_close(mixed, lam[:, None] * x + (1 - lam[:, None]) * x[y_b])
+    many = torch.cat([mixup(x, labels, 5.0, gen, per_example=True)[3] for _ in range(40)])
+    assert (
+        abs(float(many.mean()) - 0.5) < 0.03 and abs(float(many.std()) - math.sqrt(1 / 44)) < 0.03
+    )
+    # The loss is the per-example mix of the two cross-entropies.
+    logits = torch.randn(8, 8, generator=gen)
+    ce = torch.nn.functional.cross_entropy
+    expected = (
+        lam * ce(logits, labels, reduction="none") + (1 - lam) * ce(logits, y_b, reduction="none")
+    ).mean()
+    torch.testing.assert_close(loss_fn(logits, labels, 0.0, (y_b, lam)), expected)
 
 
 def test_topk_counts_and_nan_logits_score_nothing():

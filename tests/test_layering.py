@@ -24,7 +24,7 @@ RAY_MODULES = {
 MODULE_ORDER = {
     "preprocessing": [
         "storage", "records", "config", "sources", "probe", "windows", "decode",
-        "shard_format", "manifest", "vad", "vocab", "shards", "jobs",
+        "shard_format", "encode", "manifest", "vad", "vocab", "shards", "jobs",
     ],
     "training": [
         "config_io",
@@ -34,7 +34,7 @@ MODULE_ORDER = {
         "checkpoint", "model_card", "export", "telemetry", "distributed",
         "eval.metrics", "eval.benchmarks", "eval.media", "eval.heldout", "eval.classifiers",
         "eval.extract", "eval.models", "eval.retrieval", "eval.probe", "eval.zeroshot",
-        "eval.report",
+        "eval.report", "eval.alpro",
         "pretrain.optim", "pretrain.ds_config", "pretrain.config", "pretrain.run_folder",
         "pretrain.loop",
         "finetune.config", "finetune.data", "finetune.model", "finetune.loop",

@@ -336,3 +336,30 @@ def test_a_sweep_keeps_its_state_trials_and_report_on_s3(s3_sweep):
     assert "resumed the sweep" in again.stderr
     assert read_csv(f"{sweep}/results.csv") == rows
     assert not (cwd / "sweeps").exists()  # nothing written locally under the URI's name
+
+
+def test_webvid_csv_finds_clips_on_s3(s3, tmp_path):
+    """`vatt preprocess webvid --videos s3://...`: page_dir folders, the root and a path column
+    are looked up on the object store (listing, no download), a missing clip is a row."""
+    from preprocessing.sources import read_webvid
+
+    videos = f"{s3}/webvid/videos"
+    for rel in ("000001_000016/1001.mp4", "1002.webm", "00000/000000003.mp4"):
+        storage.write_bytes(f"{videos}/{rel}", b"x")
+    csv_uri = f"{s3}/webvid/results.csv"
+    storage.write_text(
+        csv_uri,
+        "videoid,page_dir,name,path\n"
+        "1001,000001_000016,a dog on a beach,\n"
+        "1002,,clouds over hills,\n"
+        "1003,,a cat,00000/000000003.mp4\n"
+        "1004,000001_000016,not uploaded,\n",
+    )
+    inputs, errors = read_webvid(videos, csv_uri)
+    assert [(i.video_id, i.path) for i in inputs] == [
+        ("1001", f"{videos}/000001_000016/1001.mp4"),
+        ("1002", f"{videos}/1002.webm"),
+        ("1003", f"{videos}/00000/000000003.mp4"),
+    ]
+    assert len(errors) == 1 and errors[0].video_id == "1004" and errors[0].stage == "input"
+    assert errors[0].reason.startswith(f"{csv_uri} line 5: missing video (no 1004")

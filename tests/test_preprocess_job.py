@@ -160,7 +160,8 @@ def test_round_trip_through_plain_webdataset(full_run):
         )
         assert s["audio"].shape == (192000,) and s["audio"].dtype == np.int16
         assert m["end"] - m["start"] == pytest.approx(4.0)
-        assert m["schema_version"] == 1 and m["fps"] == 10 and m["sample_rate"] == 48000
+        assert m["schema_version"] == 2 and m["fps"] == 10 and m["sample_rate"] == 48000
+        assert (m["video_codec"], m["audio_codec"]) == ("h264", "opus")  # the defaults
         assert 1 <= len(m["captions"]) <= 5
     good0 = sorted(by_video["good0"], key=lambda s: s["meta"]["start"])
     # Captions nearest first: the anchor (the caption the window is centred on) comes first.
@@ -295,7 +296,7 @@ def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_pat
     assert not list((out / "shards").glob("*.tmp-*"))
 
 
-def test_cli_exit_codes(corpus, tmp_path):
+def test_cli_exit_codes(corpus, tmp_path, vatt_in_process):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def vatt(*args):
@@ -316,13 +317,9 @@ def test_cli_exit_codes(corpus, tmp_path):
             "missing.yaml: not found",
         ),
     ]:
-        r = vatt(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert (
-            needle in r.stderr
-            and len(r.stderr.strip().splitlines()) == 1
-            and "Traceback" not in r.stderr
-        ), r.stderr
+        code, err = vatt_in_process(*args)
+        assert code == 2, (args, err)
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     # Too many bad inputs for the threshold: one line, exit 1, but the good shards are written.
     r = vatt(
         *base,
@@ -374,6 +371,10 @@ def test_inspect_prints_json_and_writes_a_contact_sheet(full_run, tmp_path, caps
         and first["audio_samples"] == 192000
     )
     assert {"key", "source", "audio_mask", "text_mask", "speech_ratio", "captions"} <= set(first)
+    assert (first["schema_version"], first["video_codec"], first["audio_codec"]) == (
+        2, "h264", "opus",
+    )  # fmt: skip
+    assert first["video_bytes"] > 0 and first["audio_bytes"] > 0
     img = Image.open(sheet)
     assert img.size[0] > 300 and img.size[1] > 200
     assert main(["inspect", str(tmp_path / "nope")]) == 2

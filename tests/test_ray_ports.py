@@ -4,6 +4,7 @@ driver, GCS, raylet, dashboard and its agents, workers) listens on is bound to 1
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 import psutil
@@ -48,8 +49,10 @@ def test_every_port_of_the_embedded_ray_is_on_loopback():
     driver = psutil.Process()
     sockets = [s for p in [driver, *driver.children(recursive=True)] for s in listening_sockets(p)]
     names = {name for name, _, _ in sockets}
-    # Not vacuous: the core servers and the dashboard (8265) are among them.
-    assert {"gcs_server", "raylet"} <= names and any(port == 8265 for *_, port in sockets)
+    # Not vacuous: the core servers and the dashboard (on the port the State API is pointed
+    # at, pipeline.ray_runtime._pin_state_api) are among them.
+    dashboard = int(os.environ["RAY_API_SERVER_ADDRESS"].rsplit(":", 1)[1])
+    assert {"gcs_server", "raylet"} <= names and any(port == dashboard for *_, port in sockets)
     assert len(sockets) >= 8, sockets
     exposed = [s for s in sockets if not is_loopback(s[1])]
     assert not exposed, f"listening beyond loopback: {exposed}"

@@ -37,7 +37,7 @@ from pipeline.sample_data.corpus import (
 
 SMALL = {"videos": 3, "audioset_clips": 2, "msrvtt_videos": 2, "seed": 0}
 SMALL |= {"ucf101_groups": 2, "esc50_clips_per_class": 1, "youcook2_videos": 2}
-SMALL |= {"kinetics_clips_per_class": 2}
+SMALL |= {"kinetics_clips_per_class": 2, "webvid_clips": 2, "webvid_pairs": 2}
 YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 AUDIOSET_NAME = re.compile(r"^(?P<ytid>[A-Za-z0-9_-]{11})_(\d+\.\d{3})_(\d+\.\d{3})\.mp4$")
 VAD_RATE = 48000
@@ -340,7 +340,7 @@ def test_class_names_are_words_the_captions_use(corpus, truth, captions):
             assert words <= said, name
 
 
-CODECS = {"ucf101": ["mp3", "mpeg4"], "esc50": ["pcm_s16le"]}
+CODECS = {"ucf101": ["mp3", "mpeg4"], "esc50": ["pcm_s16le"], "webvid": ["h264"]}
 
 
 def test_ffprobe_streams_and_durations(corpus, truth, captions):
@@ -401,6 +401,8 @@ DETERMINISTIC_FILES = (
     "ucf101/splits/trainlist01.txt",
     "kinetics/annotations/train.csv",
     "kinetics/annotations/validate.csv",
+    "webvid/results_train.csv",
+    "webvid/results_val.csv",
     "topics.json",
 )
 
@@ -418,7 +420,7 @@ def test_cli_run_reproduces_the_same_corpus(corpus, tmp_path, capsys, cli_main):
     argv = ["sample-data", str(out), "--videos", "3", "--audioset-clips", "2"]
     argv += ["--msrvtt-videos", "2", "--seed", "0", "--workers", "1", "--no-progress"]
     argv += ["--ucf101-groups", "2", "--esc50-clips-per-class", "1", "--youcook2-videos", "2"]
-    argv += ["--kinetics-clips-per-class", "2"]
+    argv += ["--kinetics-clips-per-class", "2", "--webvid-clips", "2", "--webvid-pairs", "2"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "sample-data summary" in printed and "windows expected" in printed
@@ -432,6 +434,7 @@ def test_different_seed_gives_different_corpus(tmp_path):
     tiny |= {"ucf101_groups": 2, "ucf101_max_s": 4, "esc50_clips_per_class": 1}
     tiny |= {"youcook2_videos": 1, "youcook2_segment_max_s": 5}
     tiny |= {"kinetics_clips_per_class": 2, "kinetics_clip_s": 4}
+    tiny |= {"webvid_clips": 2, "webvid_pairs": 2}
     for seed in (0, 1):
         generate_sample_corpus(tmp_path / str(seed), SampleCorpusConfig(**tiny, seed=seed))
     # The label list and UCF101's names (class, group, clip) do not depend on the seed.
@@ -456,7 +459,7 @@ def test_plans_are_balanced_and_unique():
         ["--workers", "0"],
         ["--videos", "0", "--audioset-clips", "0", "--msrvtt-videos", "0"]
         + ["--ucf101-groups", "0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"]
-        + ["--kinetics-clips-per-class", "0"],
+        + ["--kinetics-clips-per-class", "0", "--webvid-clips", "0", "--webvid-pairs", "0"],
         ["--ucf101-groups", "1"],
         ["--kinetics-clips-per-class", "1"],
     ],

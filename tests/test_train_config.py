@@ -27,7 +27,10 @@ def cfg(**over) -> TrainConfig:
 
 
 def test_bundled_presets_resolve():
-    assert set(preset_names()) == {"debug", "bbs", "mbs", "lbs", "ma-medium"}
+    assert set(preset_names()) == {
+        *("debug", "bbs", "mbs", "lbs", "ma-medium", "official"),
+        *("alpro-debug", "alpro-prompter-debug"),
+    }
     for name in preset_names():
         c = build_config(name, [])
         assert c.model_config().name.lower() == c.preset.lower()

@@ -141,7 +141,7 @@ def write_shard_with_garbage(sample_shards: dict, folder: Path) -> None:
     good HowTo100M samples copied from the real shards."""
     import webdataset as wds
 
-    from preprocessing.shard_format import iter_samples, list_shards
+    from preprocessing.shard_format import iter_samples, list_shards, members
 
     shards = list_shards(str(sample_shards["howto100m"]))
     good = [
@@ -151,7 +151,8 @@ def write_shard_with_garbage(sample_shards: dict, folder: Path) -> None:
     folder.mkdir()
     with wds.TarWriter(str(folder / "mixed-000000.tar")) as w:
         for i in range(2):
-            w.write({**good[i], "__key__": f"garbage{i}", "mjpeg": b"\xff\xd8 not a jpeg"})
+            video = members(json.loads(good[i]["json"]))[0]  # the video member, whatever codec
+            w.write({**good[i], "__key__": f"garbage{i}", video: b"\xff\xd8 not a video"})
         for sample in good:
             w.write(sample)
 

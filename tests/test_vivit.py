@@ -172,9 +172,9 @@ def test_drop_grid_tube_and_frame_units():
 def test_video_embed_grid_in_train_and_eval(backbone, unit, train_grid):
     model = build_model("debug", video_backbone=backbone, video_droptoken=unit)
     video = _batch()["video"]  # 8x64x64 -> grid (2, 16)
-    x, grid = model.video_embed.train().embed(video)
+    x, grid = model.video_embed.train()(video)
     assert grid == train_grid and x.shape[1] == 1 + grid[0] * grid[1]
-    x, grid = model.video_embed.eval().embed(video)
+    x, grid = model.video_embed.eval()(video)
     assert grid == (2, 16) and x.shape[1] == 33
 
 

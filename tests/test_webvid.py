@@ -311,7 +311,7 @@ def test_webvid_bad_rows_are_recorded_and_nothing_else_lost(webvid_run):
 
 
 @pytest.mark.slow
-def test_webvid_cli_exit_codes(webvid_corpus, tmp_path):
+def test_webvid_cli_exit_codes(webvid_corpus, tmp_path, vatt_in_process):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def vatt(*args):
@@ -339,10 +339,10 @@ def test_webvid_cli_exit_codes(webvid_corpus, tmp_path):
         ),
         (["preprocess", "webvid", "--videos", videos, "--csv"], "expected one argument"),
     ]:
-        r = vatt(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert needle in r.stderr and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        code, err = vatt_in_process(*args)
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert needle in err and len(lines) == 1 and "Traceback" not in err, err
     # A CSV without the caption column: one line, exit 1, the reason in errors.parquet.
     bad = write_csv(tmp_path / "bad.csv", [["1001", "000001_000050"]], ["videoid", "page_dir"])
     r = vatt(
@@ -366,3 +366,157 @@ def test_webvid_cli_exit_codes(webvid_corpus, tmp_path):
     r = vatt("inspect", str(tmp_path / "g"), "--limit", "3")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("webvid") >= 3 and "audio 0@48000" in r.stdout, r.stdout
+
+
+# --- The WebVid-style sample set (`vatt sample-data`) ------------------------------------------
+
+WEBVID_ONLY = dict(videos=0, audioset_clips=0, msrvtt_videos=0, ucf101_groups=0)
+WEBVID_ONLY |= dict(esc50_clips_per_class=0, youcook2_videos=0, kinetics_clips_per_class=0)
+
+
+@pytest.fixture(scope="module")
+def webvid_sample(tmp_path_factory):
+    from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
+
+    out = tmp_path_factory.mktemp("webvid_sample") / "corpus"
+    config = SampleCorpusConfig(**WEBVID_ONLY, webvid_clips=8, webvid_pairs=8, workers=2)
+    summary = generate_sample_corpus(out, config)
+    assert (summary.webvid_clips, summary.webvid_pairs) == (8, 8)
+    return out, json.loads((out / "topics.json").read_text())
+
+
+def rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[2:][i : i + 2], 16) for i in (0, 2, 4)], dtype=float)
+
+
+def shows(region: np.ndarray, entry: dict, side: str) -> bool:
+    """The region's median colour is the background recorded for `side`, and (in a pair) not
+    the other half's (a few levels of YUV 4:2:0 + JPEG rounding allowed)."""
+    own = np.abs(region - rgb(entry["backgrounds"][side])).max()
+    other = np.abs(region - rgb(entry["backgrounds"]["right" if side == "left" else "left"]))
+    return own <= 8 and (entry["layout"] == "single" or other.max() > own)
+
+
+def halves(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median colour of the left and right half of an [H, W, 3] frame (robust to the shape)."""
+    w = frame.shape[1]
+    return tuple(
+        np.median(part.reshape(-1, 3), axis=0) for part in (frame[:, : w // 2], frame[:, w // 2 :])
+    )
+
+
+def test_webvid_sample_files_csvs_and_ground_truth(webvid_sample):
+    out, truth = webvid_sample
+    files = truth["files"]["webvid"]
+    assert len(files) == 16
+    rows = {}
+    for split in ("train", "val"):
+        with (out / "webvid" / f"results_{split}.csv").open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            assert reader.fieldnames == WEBVID_COLUMNS
+            rows |= {r["videoid"]: (split, r) for r in reader}
+    assert sorted(rows) == sorted(files)
+    layouts = [f["layout"] for f in files.values()]
+    assert layouts.count("single") == 8 and layouts.count("pair") == 8
+    val = [f for f in files.values() if f["split"] == "val"]
+    assert {f["layout"] for f in val} == {"single", "pair"} and len(
+        val
+    ) == 3  # 1 of 8 singles, 2 of 8 pairs
+    names = {t["name"]: t for t in truth["topics"]}
+    for vid, entry in files.items():
+        split, r = rows[vid]
+        assert entry["split"] == split and r["name"] == entry["caption"] and vid.isdigit()
+        assert (
+            entry["path"]
+            == f"webvid/videos/{r['page_dir']}/{vid}.mp4"
+            == f"webvid/videos/{entry['page_dir']}/{vid}.mp4"
+        )
+        assert r["duration"] == f"PT00H00M{entry['duration']:02d}S"
+        assert (entry["width"], entry["height"]) == (448, 252)
+        words = entry["caption_words"]
+        if entry["layout"] == "pair":
+            assert entry["left"] != entry["right"] and "topic" not in entry
+            assert set(words) == {entry["left"], entry["right"]}
+        else:
+            assert entry["left"] == entry["right"] == entry["topic"] and set(words) == {
+                entry["topic"]
+            }
+        lowered = entry["caption"].lower()
+        for topic, used in words.items():  # the caption names each of its topics
+            assert len(used) >= 2 and all(w in names[topic]["words"] and w in lowered for w in used)
+        probe = json.loads(
+            subprocess.run(
+                ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(out / entry["path"])],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        assert [s["codec_type"] for s in probe["streams"]] == ["video"]  # silent, like WebVid
+        assert abs(float(probe["format"]["duration"]) - entry["duration"]) < 0.1
+
+
+def test_webvid_sample_halves_show_their_topics(webvid_sample):
+    """Read back with ffmpeg: each half of a two-topic clip shows its own topic's scene."""
+    out, truth = webvid_sample
+    for entry in truth["files"]["webvid"].values():
+        raw = subprocess.run(
+            ["ffmpeg", "-v", "error", "-ss", "1", "-i", str(out / entry["path"]), "-frames:v", "1",
+             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        frame = np.frombuffer(raw, np.uint8).reshape(252, 448, 3)
+        left, right = halves(frame)
+        assert shows(left, entry, "left") and shows(right, entry, "right"), (entry, left, right)
+        theirs = {t["name"]: rgb(t["colour"]) for t in truth["topics"]}  # drawn from the topic's
+        for side in ("left", "right"):
+            assert np.abs(rgb(entry["backgrounds"][side]) - theirs[entry[side]]).max() <= 28
+
+
+@pytest.mark.slow
+def test_webvid_sample_preprocesses_into_region_faithful_shards(webvid_sample, tmp_path, ray_local):
+    """The sample set through `vatt preprocess webvid`'s job: every train row becomes a sample
+    with its caption, and the halves of the stored frames still show the recorded topics."""
+    out, truth = webvid_sample
+    cfg = PreprocessConfig(
+        source="webvid",
+        videos=str(out / "webvid" / "videos"),
+        csv=str(out / "webvid" / "results_train.csv"),
+        out=str(tmp_path / "shards"),
+        short_side=96,
+    )
+    summary = run_preprocess(cfg, show_progress=False)
+    files = truth["files"]["webvid"]
+    train = sorted(v for v, f in files.items() if f["split"] == "train")
+    assert summary["errors"] == 0 and summary["samples_written"] == len(train) == 13
+    seen = []
+    for raw in iter_samples(list_shards(str(tmp_path / "shards"))):
+        s = decode_sample(raw, sparse_frame_indices(8, 4))
+        vid = s["meta"]["video_id"]
+        seen.append(vid)
+        assert s["meta"]["captions"][0]["text"] == files[vid]["caption"]
+        assert s["video"].shape[:3] == (4, 96, 170)  # 448x252 -> short side 96
+        for frame in s["video"]:
+            left, right = halves(frame)
+            assert shows(left, files[vid], "left") and shows(right, files[vid], "right")
+    assert sorted(seen) == train
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"webvid_clips": -1}, {"webvid_pairs": -2}, {"webvid_min_s": 5, "webvid_max_s": 4}],
+)
+def test_webvid_sample_config_validation(bad):
+    from pipeline.sample_data.corpus import SampleCorpusConfig
+
+    with pytest.raises(ValueError):
+        SampleCorpusConfig(**bad)
+    with pytest.raises(ValueError, match="num_topics >= 2"):
+        SampleCorpusConfig(webvid_pairs=1, num_topics=1, youcook2_videos=0)
+
+
+def test_webvid_sample_cli_flag_errors_exit_2(tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["sample-data", str(tmp_path / "x"), "--webvid-pairs", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vatt sample-data: error: --webvid-pairs must be >= 0")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -102,6 +102,17 @@ def test_segment_windows():
     assert segment_windows(3.0, 4.0, 3.2) == []
 
 
+def test_segment_windows_cover_the_whole_clip():
+    """audioset_windows=cover: no second of a 10 s clip is left out (fit leaves 4-6 s)."""
+    w = segment_windows(10.0, 4.0, 3.2, cover=True)
+    assert [(x.start, x.end) for x in w] == [(0.0, 4.0), (3.0, 7.0), (6.0, 10.0)]
+    assert segment_windows(12.0, 4.0, 3.2, cover=True) == segment_windows(12.0, 4.0, 3.2)
+    w = segment_windows(10.0, 4.0, 3.2, offset=30.0, cover=True)
+    covered = sorted((x.start, x.end) for x in w)
+    assert covered[0][0] == 30.0 and covered[-1][1] == 40.0
+    assert all(a[1] >= b[0] for a, b in zip(covered, covered[1:]))  # no gap
+
+
 def test_no_two_windows_share_a_start():
     # Shorter than a window: every window would be the whole video (the same sample key).
     c = caps((0.5, 1.0), (2.5, 3.0))

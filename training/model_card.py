@@ -119,6 +119,7 @@ def make_model_card(
     tok = mc.get("tokenizer") or {}
     preset = export_config.get("preset") or mc.get("name", "model")
     steps = export_config.get("trained_steps")
+    family = "ALPRO" if export_config.get("architecture") == "alpro" else "VATT"
     total = sum(p["total"] for p in (parameters or {}).values()) if parameters else None
     towers = ", ".join(
         f"{t} {(mc.get(t) or {}).get('num_layers')} x {(mc.get(t) or {}).get('d_model')}"
@@ -132,7 +133,7 @@ def make_model_card(
         "pipeline_tag: feature-extraction",
         "---",
         "",
-        f"# VATT {preset} (vatt-ray export, {steps} training steps)",
+        f"# {family} {preset} (vatt-ray export, {steps} training steps)",
         "",
         "A video-audio-text transformer (VATT, Akbari et al. 2021) pretrained self-supervised "
         "with NCE (video-audio) and MIL-NCE (video-text). It embeds video clips, waveforms and "

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="show what the shards hold (per sample; --json; --contact-sheet PNG)",
         description=(
             "Decode samples from a shard or a preprocess OUT folder with plain webdataset and "
-            "print, per sample: key, source, video shape [T,H,W,3], audio samples and rate, "
+            "print, per sample: key, source, video shape [T,H,W,3], the encoding (video and "
+            "audio codec, bytes of each member, schema version), audio samples and rate, "
             "masks, speech ratio and captions (nearest first). Bad samples and shards are "
             "listed on stderr as 'bad WHERE: REASON'; the exit code is then 1."
         ),
@@ -39,10 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def describe(sample: dict) -> dict:
+def describe(sample: dict, raw: dict | None = None) -> dict:
+    """One line's facts; with the raw sample, also the encoding and each member's bytes."""
+    from preprocessing.shard_format import codecs, members
+
     meta, video, audio = sample["meta"], sample["video"], sample["audio"]
+    vcodec, acodec = codecs(meta)
+    vext, aext = members(meta)
     return {
         "key": sample["key"],
+        "schema_version": meta.get("schema_version", 1),
+        "video_codec": vcodec,
+        "audio_codec": acodec,
+        "video_bytes": len(raw[vext]) if raw else None,
+        "audio_bytes": len(raw[aext]) if raw else None,
         "source": meta["source"],
         "video_id": meta["video_id"],
         "start": meta["start"],
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # hostile input: any decoder's error is this sample's reason
             report(f"{raw['__url__']}:{raw['__key__']}", " ".join(str(e).split())[:300])
             continue
-        info = describe(sample)
+        info = describe(sample, raw)
         if args.limit == 0 or count < args.limit:
             if args.json:
                 print(json.dumps(info))
@@ -134,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
                 caps = " | ".join(c["text"] for c in info["captions"][:2]) or "-"
                 print(
                     f"{info['key']}  {info['source']:<9} video {tuple(info['video_shape'])} "
+                    f"{info['video_codec']} {info['video_bytes']} B "
                     f"audio {info['audio_samples']}@{info['sample_rate']} "
+                    f"{info['audio_codec']} {info['audio_bytes']} B  v{info['schema_version']} "
                     f"masks a={info['audio_mask']} t={info['text_mask']} speech={info['speech_ratio']:.2f}  {caps}"
                 )
         count += 1

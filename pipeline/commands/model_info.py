@@ -233,7 +233,8 @@ def alpro_report(preset: str) -> dict:
     cfg = make_alpro_config(preset)
     with torch.device("meta"):
         model = Alpro(cfg)
-    counts = model.parameter_counts()
+    counts = {part: c["total"] for part, c in model.parameter_counts().items()}
+    counts["total"] = sum(counts.values())
     return {
         "preset": cfg.name,
         "architecture": "alpro",

@@ -1,5 +1,6 @@
 """`vatt sample-data OUT`: write the built-in synthetic HowTo100M / AudioSet / MSR-VTT corpus,
-plus UCF101-, ESC-50-, YouCook2- and Kinetics-style labelled evaluation sets."""
+plus UCF101-, ESC-50-, YouCook2- and Kinetics-style labelled evaluation sets and a WebVid-style
+video-text set."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ COUNT_FLAGS = {
     "--youcook2-videos": "YouCook2-style videos of 2-3 segments of different topics",
     "--kinetics-clips-per-class": "Kinetics-style 10 s clips per class, a quarter of them (at "
     "least one) in the validation CSV (0 or >= 2)",
+    "--webvid-clips": "WebVid-style silent clips of one topic with a descriptive caption",
+    "--webvid-pairs": "WebVid-style clips of two topics side by side (left / right half), "
+    "the caption naming both",
 }
 
 
@@ -35,22 +39,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample-data",
         help="generate a small synthetic corpus in the real HowTo100M / AudioSet / MSR-VTT / "
-        "UCF101 / ESC-50 / YouCook2 / Kinetics formats",
+        "UCF101 / ESC-50 / YouCook2 / Kinetics / WebVid formats",
         description=(
             "Write H.264/AAC videos made with ffmpeg (moving coloured shapes, tones, noise) and "
             "espeak-ng speech, with HowTo100M caption.json, AudioSet segments.csv and an MSR-VTT "
             "test CSV; and labelled evaluation sets: UCF101-style clips with split files, "
             "ESC-50-style sounds with esc50.csv (5 folds), YouCook2-style videos of 2-3 "
             "segments with their CSV, and Kinetics-style clips (<label>/<YTID>_<start>_<end>.mp4) "
-            "with train.csv and validate.csv. Each file has a latent topic (the class of the labelled "
-            "sets) that decides what is seen, heard and said (ground truth in OUT/topics.json). "
+            "with train.csv and validate.csv; and a WebVid-style video-text set "
+            "(webvid/videos/<page_dir>/<videoid>.mp4, results_train.csv and results_val.csv), "
+            "some clips showing two topics side by side (which is where: topics.json). Each "
+            "file has a latent topic (the class of the labelled sets) that decides what is seen, heard and said (ground truth in OUT/topics.json). "
             "The same --seed gives the same captions, ids and CSVs."
         ),
         epilog=(
             "examples:\n"
             "  vatt sample-data data/sample\n"
             "  vatt sample-data data/tiny --videos 3 --audioset-clips 2 --msrvtt-videos 2 "
-            "--ucf101-groups 2 --esc50-clips-per-class 1 --youcook2-videos 1 --kinetics-clips-per-class 2\n"
+            "--ucf101-groups 2 --esc50-clips-per-class 1 --youcook2-videos 1 --kinetics-clips-per-class 2 "
+            "--webvid-clips 2 --webvid-pairs 2\n"
             "then: vatt preprocess howto100m --videos data/sample/howto100m/videos "
             "--captions data/sample/howto100m/caption.json --out shards/howto"
         ),
@@ -100,7 +107,7 @@ def _flag_names(message: str) -> str:
     """'audioset_clips must be ...' -> '--audioset-clips must be ...' (name the flag to change)."""
     flags = ("audioset_clips", "msrvtt_videos", "videos", "seed", "workers")
     flags += ("ucf101_groups", "esc50_clips_per_class", "youcook2_videos")
-    flags += ("kinetics_clips_per_class",)
+    flags += ("kinetics_clips_per_class", "webvid_clips", "webvid_pairs")
     for name in flags:
         if message.startswith(name + " "):
             return "--" + name.replace("_", "-") + message[len(name) :]
@@ -134,6 +141,7 @@ def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0)
         ("esc50 clips", f"{s.esc50_clips}"),
         ("youcook2 videos (segments)", f"{s.youcook2_videos} ({s.youcook2_segments})"),
         ("kinetics clips", f"{s.kinetics_clips}"),
+        ("webvid clips (two-topic)", f"{s.webvid_clips + s.webvid_pairs} ({s.webvid_pairs})"),
         ("video in total", f"{minutes:.1f} min"),
         (
             "windows expected",
@@ -154,6 +162,13 @@ def print_summary(s: SampleCorpusSummary, file=None, clip_seconds: float = 10.0)
         f"--captions {howto / 'caption.json'} --out SHARDS",
         file=file,
     )
+    if s.webvid_clips + s.webvid_pairs:
+        webvid = s.out_dir / "webvid"
+        print(
+            f"      vatt preprocess webvid --videos {webvid / 'videos'} "
+            f"--csv {webvid / 'results_train.csv'} --out SHARDS",
+            file=file,
+        )
 
 
 def run(args: argparse.Namespace) -> int:

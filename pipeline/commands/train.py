@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  vatt train --config debug max_steps=50 deepspeed.zero_stage=3\n"
             "  vatt train --config mbs.yaml data.howto100m=s3://bucket/shards/howto100m\n"
             "  vatt train --config debug name=run2 model.droptoken_rate=0.25 loss.tau=0.05\n"
+            "  vatt train --config alpro-prompter-debug       # ALPRO stage 1 (docs/alpro.md)\n"
+            "  vatt train --config alpro-debug alpro.prompter=demo_out/alpro/runs/alpro-prompter-debug\n"
             f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
             "Config sections and keys: training/pretrain/config.py and docs/training.md."
         ),
@@ -52,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_config(config: str, overrides: list[str]):
     from training.pretrain.config import TrainConfig
 
-    require = ("data", "data.howto100m / data.audioset")
+    require = ("data", "data.howto100m / data.audioset / data.webvid")
     return build(TrainConfig, config, PRESET_DIR, overrides, require=require)
 
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             if line:
                 print(line, file=sys.stderr)
         return 0
+    cfg = cfg.prepared()  # ALPRO: its WordPiece tokenizer and entity list (VATT: as is)
     cfg.check_inputs()
     from pipeline.ray_runtime import init_ray
     from training.pretrain.loop import run_training

@@ -25,6 +25,9 @@ Output layout under OUT (file-naming rule in `audioset_file_name`):
     kinetics/videos/<split>/<label>/<YTID>_<start>_<end>.mp4   Kinetics-style 10 s clips
                                              (start/end as %06d), split = train | val
     kinetics/annotations/train.csv, validate.csv   label,youtube_id,time_start,time_end,split
+    webvid/videos/<page_dir>/<videoid>.mp4   WebVid-style silent 4-6 s clips, 448x252: one topic,
+                                             or two side by side (left half / right half)
+    webvid/results_train.csv, results_val.csv   videoid,contentUrl,duration,page_dir,name
     topics.json                              topics, the topic of every file, seed, version
 """
 
@@ -38,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -169,6 +173,14 @@ class SampleCorpusConfig:
     # one) in the validation CSV; 0 = none. Real Kinetics clips are 10 s cuts of a video.
     kinetics_clips_per_class: int = 4
     kinetics_clip_s: int = 10
+    # WebVid-style video-text set (ALPRO): silent clips with one descriptive caption each.
+    # Single-topic clips, and two-topic clips (left half one topic, right half another,
+    # the caption names both) so region-level alignment can be measured; a quarter of each
+    # (at least one of 2 or more) in the val CSV.
+    webvid_clips: int = 32
+    webvid_pairs: int = 24
+    webvid_min_s: int = 4
+    webvid_max_s: int = 6
 
     def __post_init__(self) -> None:
         for name in (
@@ -178,6 +190,8 @@ class SampleCorpusConfig:
             "ucf101_groups",
             "esc50_clips_per_class",
             "youcook2_videos",
+            "webvid_clips",
+            "webvid_pairs",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -230,6 +244,10 @@ class SampleCorpusConfig:
         if not 1 <= self.youcook2_segment_min_s <= self.youcook2_segment_max_s:
             raise ValueError("need 1 <= youcook2_segment_min_s <= youcook2_segment_max_s")
         _validate_kinetics(self)
+        if not 1 <= self.webvid_min_s <= self.webvid_max_s:
+            raise ValueError("need 1 <= webvid_min_s <= webvid_max_s")
+        if self.webvid_pairs and self.num_topics < 2:
+            raise ValueError(f"webvid_pairs need num_topics >= 2, got {self.num_topics}")
 
     @property
     def ucf101_clips(self) -> int:
@@ -253,6 +271,8 @@ class SampleCorpusConfig:
             + self.esc50_clips
             + self.youcook2_videos
             + self.kinetics_clips
+            + self.webvid_clips
+            + self.webvid_pairs
         )
 
     def content_dict(self) -> dict:
@@ -279,6 +299,10 @@ class ClipPlan:
     # youcook2: (topic, seconds) of each segment, played back to back; () = one topic throughout
     segments: tuple[tuple[int, int], ...] = ()
     task: int = 0  # youcook2 recipe id
+    # webvid: the right half's topic (`topic` is the left half's); -1 = one topic throughout
+    right_topic: int = -1
+    split: str = ""  # webvid: "train" | "val"
+    page_dir: str = ""  # webvid: the folder of the file (WebVid's page_dir)
 
 
 @dataclass(frozen=True)
@@ -307,6 +331,8 @@ class SampleCorpusSummary:
     youcook2_videos: int = 0
     youcook2_segments: int = 0
     kinetics_clips: int = 0
+    webvid_clips: int = 0
+    webvid_pairs: int = 0
     reused: bool = False  # an existing finished corpus was kept (--reuse)
 
 
@@ -525,7 +551,7 @@ def make_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
             )
     # Drawn after the others, so adding these sets left the older files' content unchanged.
     plans += _labelled_plans(config, id_rng, taken)
-    return plans + kinetics_plans(config, id_rng, taken)
+    return plans + kinetics_plans(config, id_rng, taken) + webvid_plans(config)
 
 
 def make_caption_text(topic: Topic, rng: random.Random, min_words: int, max_words: int) -> str:
@@ -724,6 +750,10 @@ def render_clip(plan: ClipPlan, config: SampleCorpusConfig, out_dir: Path) -> Ca
     partial = target.with_name(target.stem + ".partial" + target.suffix)
     if plan.kind == "esc50":
         _render_sound(plan, partial)
+        os.replace(partial, target)
+        return None
+    if plan.kind == "webvid":
+        _render_webvid(plan, partial)
         os.replace(partial, target)
         return None
     # One (topic, seconds) piece per segment; a plain clip is one piece of its own topic.
@@ -931,6 +961,10 @@ def write_topics_json(
             entry["category"] = esc50_category(TOPICS[plan.topic])
         elif plan.kind == "kinetics":
             entry |= {"label": kinetics_label(TOPICS[plan.topic]), "split": kinetics_split(plan)}
+        elif plan.kind == "webvid":
+            entry.update(webvid_truth(plan))
+            if plan.right_topic >= 0:
+                del entry["topic"]  # `left` and `right` instead
         elif plan.kind == "youcook2":
             del entry["topic"]  # one per segment instead
             entry["task"] = plan.task
@@ -966,7 +1000,7 @@ def write_topics_json(
 # Driver
 # ---------------------------------------------------------------------------------------------
 
-KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2", "kinetics")
+KINDS = ("howto100m", "audioset", "msrvtt", "ucf101", "esc50", "youcook2", "kinetics", "webvid")
 _OWNED = (*KINDS, "topics.json")
 
 
@@ -1113,6 +1147,8 @@ def _write_metadata(
     if config.kinetics_clips:
         kinetics = [p for p in plans if p.kind == "kinetics"]
         write_kinetics_csvs(out / "kinetics" / "annotations", kinetics)
+    if config.webvid_clips or config.webvid_pairs:
+        write_webvid_csvs(out / "webvid", [p for p in plans if p.kind == "webvid"])
     # Written last: its presence marks a complete corpus.
     write_topics_json(out / "topics.json", config, plans, captions)
 
@@ -1141,6 +1177,8 @@ def _summarize(
         youcook2_videos=config.youcook2_videos,
         youcook2_segments=sum(len(p.segments) for p in plans if p.kind == "youcook2"),
         kinetics_clips=config.kinetics_clips,
+        webvid_clips=config.webvid_clips,
+        webvid_pairs=config.webvid_pairs,
     )
 
 
@@ -1270,3 +1308,169 @@ def make_bad_inputs(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     too_short = [*base, *video, *audio, "-t", "1.5", *v_codec, *a_codec, str(paths["too_short"])]
     _run(too_short, "bad input too_short")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# The WebVid-style video-text set (plans, captions, rendering, CSVs, ground truth)
+# ---------------------------------------------------------------------------------------------
+
+WEBVID_COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
+WEBVID_SIZE = (448, 252)  # 16:9 like WebVid's 596x336 previews; each half of a pair is 224 wide
+WEBVID_PAGE = 16  # clips per page_dir folder
+WEBVID_CSV = {"train": "results_train.csv", "val": "results_val.csv"}
+
+
+def webvid_plans(config: SampleCorpusConfig) -> list[ClipPlan]:
+    """Single-topic clips (topics balanced) and two-topic clips (distinct ordered pairs, as
+    many different ones as possible), in one shuffled order that decides their page_dir.
+    Val: the 4th clip of each topic's single clips and every 4th pair, and at least one of
+    each kind that has 2 or more."""
+    rng = random.Random(f"{config.seed}/webvid")
+    n_single, n_pair = config.webvid_clips, config.webvid_pairs
+    topics = _balanced_topics(n_single, config.num_topics, rng)
+    seen: dict[int, int] = {}
+    entries = []  # (left topic, right topic, split)
+    for t in topics:
+        seen[t] = seen.get(t, 0) + 1
+        entries.append((t, -1, "val" if seen[t] % 4 == 0 else "train"))
+    pairs = [(a, b) for a in range(config.num_topics) for b in range(config.num_topics) if a != b]
+    rng.shuffle(pairs)
+    for i in range(n_pair):
+        a, b = pairs[i % len(pairs)]
+        entries.append((a, b, "val" if i % 4 == 3 else "train"))
+    for lo, hi in ((0, n_single), (n_single, n_single + n_pair)):
+        if hi - lo >= 2 and all(e[2] == "train" for e in entries[lo:hi]):
+            entries[hi - 1] = (*entries[hi - 1][:2], "val")
+    ids = rng.sample(range(10_000_000, 2_000_000_000), len(entries))  # WebVid ids are numbers
+    order = list(range(len(entries)))
+    rng.shuffle(order)
+    w, h = WEBVID_SIZE
+    plans = []
+    for pos, i in enumerate(order):
+        left, right, split = entries[i]
+        page = pos // WEBVID_PAGE
+        page_dir = f"{page * WEBVID_PAGE + 1:06d}_{(page + 1) * WEBVID_PAGE:06d}"
+        name = str(ids[i])
+        plans.append(
+            ClipPlan(
+                "webvid",
+                name,
+                f"webvid/videos/{page_dir}/{name}.mp4",
+                left,
+                w,
+                h,
+                FRAME_RATES[pos % len(FRAME_RATES)],
+                rng.randint(config.webvid_min_s, config.webvid_max_s),
+                f"{config.seed}/webvid/{name}",
+                speech=False,
+                right_topic=right,
+                split=split,
+                page_dir=page_dir,
+            )  # fmt: skip
+        )
+    return plans
+
+
+def webvid_caption(plan: ClipPlan) -> tuple[str, dict[str, list[str]]]:
+    """The clip's WebVid-style description and, per topic, the topic words it uses (what a
+    masked-language test masks). A two-topic caption names both and says which side."""
+    rng = random.Random(plan.rng_seed + "/caption")
+    left = TOPICS[plan.topic]
+    if plan.right_topic < 0:
+        w = rng.sample(left.words, 3)
+        text = rng.choice(
+            (
+                f"close up of {w[0]} and {w[1]} while {left.activity}",
+                f"{left.activity} with the {w[0]}, {w[1]} and {w[2]}",
+                f"a person {left.activity}, {w[0]} and {w[1]} in view",
+            )
+        )
+        topics = [left]
+    else:
+        right = TOPICS[plan.right_topic]
+        a, b = rng.sample(left.words, 2), rng.sample(right.words, 2)
+        text = rng.choice(
+            (
+                f"split screen: {left.activity} with {a[0]} on the left, "
+                f"{right.activity} with {b[0]} on the right",
+                f"left side {left.activity} with the {a[0]} and {a[1]}, "
+                f"right side {right.activity} with the {b[0]} and {b[1]}",
+                f"two scenes side by side, {left.activity} with {a[0]} on the left "
+                f"and {right.activity} with {b[0]} on the right",
+            )
+        )
+        topics = [left, right]
+    tokens = re.findall(r"[a-z]+", text.lower())
+    words = {t.name: [w for w in tokens if w in t.words] for t in topics}
+    return text[0].upper() + text[1:], words
+
+
+def _webvid_halves(plan: ClipPlan) -> list[ClipPlan]:
+    """What is rendered: the whole frame, or a left and a right half-width scene."""
+    if plan.right_topic < 0:
+        return [plan]
+    return [
+        replace(plan, width=plan.width // 2, rng_seed=f"{plan.rng_seed}/left"),
+        replace(plan, width=plan.width // 2, topic=plan.right_topic, rng_seed=f"{plan.rng_seed}/right"),
+    ]  # fmt: skip
+
+
+def _webvid_scene(half: ClipPlan) -> tuple[list[str], str]:
+    return _video_filters(half, TOPICS[half.topic], random.Random(half.rng_seed + "/render"))
+
+
+def webvid_truth(plan: ClipPlan) -> dict:
+    """topics.json's extra fields of a WebVid-style clip (see the module docstring)."""
+    caption, words = webvid_caption(plan)
+    right = plan.right_topic if plan.right_topic >= 0 else plan.topic
+    # The background colour actually drawn in each half (the topic's, jittered per clip).
+    drawn = [
+        _webvid_scene(h)[0][0].split("c=", 1)[1].split(":", 1)[0] for h in _webvid_halves(plan)
+    ]
+    return {
+        "split": plan.split,
+        "layout": "pair" if plan.right_topic >= 0 else "single",
+        "left": TOPICS[plan.topic].name,
+        "right": TOPICS[right].name,
+        "caption": caption,
+        "caption_words": words,
+        "page_dir": plan.page_dir,
+        "backgrounds": {"left": drawn[0], "right": drawn[-1]},
+    }
+
+
+def _render_webvid(plan: ClipPlan, target: Path) -> None:
+    """A silent H.264 clip: the topic's scene over the whole frame, or two topics' scenes
+    side by side (each rendered at half width, so its shape stays inside its half)."""
+    halves = _webvid_halves(plan)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    chains = []
+    for i, half in enumerate(halves):
+        video_inputs, overlay = _webvid_scene(half)
+        for source in video_inputs:
+            cmd += ["-f", "lavfi", "-i", source]
+        chains.append(f"[{2 * i}:v][{2 * i + 1}:v]{overlay}")
+    if len(halves) == 1:
+        graph = f"{chains[0]},format=yuv420p[v]"
+    else:
+        graph = f"{chains[0]}[l];{chains[1]}[r];[l][r]hstack=inputs=2,format=yuv420p[v]"
+    cmd += ["-filter_complex", graph, "-map", "[v]", "-t", str(plan.duration_s), "-an"]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(2 * plan.fps), str(target)]
+    _run(cmd, plan.rel_path)
+
+
+def write_webvid_csvs(folder: Path, plans: list[ClipPlan]) -> None:
+    """results_train.csv and results_val.csv in WebVid's columns (duration as ISO 8601, a
+    contentUrl that points nowhere: nothing is downloaded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in WEBVID_CSV.items():
+        with (folder / name).open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(WEBVID_COLUMNS)
+            for plan in plans:
+                if plan.split != split:
+                    continue
+                url = f"https://example.invalid/webvid/{plan.page_dir}/{plan.name}.mp4"
+                duration = f"PT00H00M{plan.duration_s:02d}S"
+                caption = webvid_caption(plan)[0]
+                writer.writerow([plan.name, url, duration, plan.page_dir, caption])

@@ -249,3 +249,112 @@ def augment_clip(
     x = color_jitter(x, cfg, gen)
     audio = add_audio_noise(audio.float(), cfg.audio_noise, gen)
     return _to_model_range(x), audio
+
+
+# --- The split training transform (the loader's path) ----------------------------------------
+# `augment_clip` above does everything on one clip in float32 on a CPU; the loader splits the
+# same transform in two so a few CPU cores can feed a GPU:
+#   in the loader worker, uint8: `draw_clip_params` (every random draw of the clip, from the
+#     worker's generator, in augment_clip's order), then `crop_resize_flip_u8`;
+#   on the training device, batched: `augment_batch` (colour jitter with each clip's own
+#     factors, [-1, 1] scaling, audio to float, pooling and noise from each clip's own seed).
+# The distribution is the same; the only difference is that the resized crop is rounded to
+# uint8 before jitter (at most 1/255 per pixel before jitter; measured in tests/test_loader.py).
+
+JITTER_IDENTITY = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """One clip's random draws: crop box (top, left, h, w), flip, the four jitter values, and
+    the seed of its waveform noise."""
+
+    box: tuple[int, int, int, int]
+    flip: bool
+    jitter: tuple[float, float, float, float]
+    noise_seed: int
+
+
+def draw_clip_params(height: int, width: int, cfg: AugmentConfig, gen: Generator) -> ClipParams:
+    """Every random draw of one clip of height x width frames, in augment_clip's order (a
+    zero strength draws nothing, as there)."""
+    box = random_resized_crop_box(height, width, cfg.crop_area, cfg.crop_aspect, gen)
+    flip = bool(cfg.flip and _uniform(gen, 0.0, 1.0) < 0.5)
+    b, c, s, h = JITTER_IDENTITY
+    if cfg.brightness > 0:
+        b = _uniform(gen, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)
+    if cfg.contrast > 0:
+        c = _uniform(gen, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)
+    if cfg.saturation > 0:
+        s = _uniform(gen, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)
+    if cfg.hue > 0:
+        h = _uniform(gen, -cfg.hue, cfg.hue)
+    seed = _randint(gen, 0, 2**62) if cfg.audio_noise > 0 else 0
+    return ClipParams(box, flip, (b, c, s, h), seed)
+
+
+def crop_resize_flip_u8(
+    frames: np.ndarray | torch.Tensor, params: ClipParams, height: int, width: int
+) -> torch.Tensor:
+    """uint8 [T, H0, W0, 3] -> the clip's crop box resized (bilinear, antialiased, in uint8:
+    torch's vectorised channels-last path) to uint8 [T, height, width, 3], flipped if drawn."""
+    u8 = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
+    top, left, h, w = params.box
+    x = u8[:, top : top + h, left : left + w].permute(0, 3, 1, 2)  # [T, 3, h, w], channels last
+    if (h, w) != (height, width):
+        x = F.interpolate(
+            x.contiguous(memory_format=torch.channels_last),
+            size=(height, width),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+    if params.flip:
+        x = x.flip(-1)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, H, W] -> [..., 1, H, W] (torchvision's luma weights)."""
+    r, g, b = x.unbind(-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def augment_batch(
+    video: torch.Tensor,
+    audio: torch.Tensor,
+    jitter: torch.Tensor,
+    noise_seed: torch.Tensor,
+    cfg: AugmentConfig,
+    audio_stride: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The device half of the training transform, batched, on whatever device the inputs are.
+
+    video uint8 [B, T, H, W, 3] (cropped, resized, flipped); audio int16 [B, S * audio_stride];
+    jitter float [B, 4] (`ClipParams.jitter`); noise_seed int64 [B].
+    Returns video float32 [B, T, H, W, 3] and audio float32 [B, S], both in [-1, 1].
+    Colour jitter is augment_clip's: brightness, contrast (per-frame mean grey), saturation,
+    hue, each clipped to [0, 1], with each clip's own factors (shared by its frames)."""
+    x = video.permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, H, W]
+    f = jitter.to(x.device, torch.float32).view(-1, 4, 1, 1, 1, 1).unbind(1)  # 4 x [B,1,1,1,1]
+    if cfg.brightness > 0:
+        x = x.mul_(f[0]).clamp_(0.0, 1.0)
+    if cfg.contrast > 0:
+        mean = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
+        x = x.mul_(f[1]).add_((1.0 - f[1]) * mean).clamp_(0.0, 1.0)
+    if cfg.saturation > 0:
+        gray = _gray(x)  # of x before the blend (x is modified in place)
+        x = x.mul_(f[2]).add_((1.0 - f[2]) * gray).clamp_(0.0, 1.0)
+    if cfg.hue > 0:
+        x = adjust_hue(x, f[3].view(-1, 1, 1, 1))
+    video_out = x.clamp_(0.0, 1.0).mul_(2.0).sub_(1.0).permute(0, 1, 3, 4, 2).contiguous()
+
+    wave = pool_audio(audio.float().div_(32768.0), audio_stride)  # [B, S]
+    if cfg.audio_noise > 0 and wave.numel():
+        std = cfg.audio_noise * wave.abs().amax(dim=1, keepdim=True)  # silence stays silent
+        noise = torch.empty_like(wave)
+        for i, seed in enumerate(noise_seed.tolist()):
+            gen = torch.Generator(device=wave.device).manual_seed(int(seed))
+            noise[i] = torch.randn(wave.shape[1], generator=gen, device=wave.device)
+        wave = (wave + std * noise).clamp_(-1.0, 1.0)
+    return video_out, wave

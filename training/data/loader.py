@@ -6,10 +6,15 @@ the order of this file, all of it inside each DataLoader worker:
 
   shard list of a source --(split across ranks x workers, reshuffled every pass, forever)-->
   raw samples (member -> bytes) --(per-example weighted choice of the source)--> mixed stream
-  --(shuffle buffer of raw bytes)--> temporal crop: decode only the needed JPEGs, cut and pool
-  the matching audio --(augment_clip)--> one clip + its caption ids
-  --(batched inside the worker)--> {video, audio, text_ids, text_mask, audio_mask, source,
-  keys, skipped, skipped_keys}
+  --(shuffle buffer of raw bytes)--> temporal crop: decode only the needed frames (JPEG, or
+  the window's H.264 stream in-process), cut the matching int16 audio --(draw_clip_params,
+  crop_resize_flip_u8: uint8)--> one clip + its caption ids + its jitter/noise draws
+  --(batched inside the worker)--> {video uint8, audio int16, jitter, noise_seed, text_ids,
+  text_mask, audio_mask, source, keys, skipped, skipped_keys}
+  --(in the training process, `finish_batch`: colour jitter, [-1, 1], audio pooling and noise,
+  batched on the training device)--> the training batch.
+Handing uint8 video and int16 audio across the process boundary costs a quarter / half of
+float32; the float work that dominated a CPU core's time per clip runs batched on the device.
 
 A corrupt sample is never fatal: it is skipped, and the next batch of the same worker carries
 how many were skipped since its previous batch and one "key: reason" line for each.
@@ -35,9 +40,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from preprocessing import shard_format, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.vocab import encode_captions, load_tokenizer
-from training.data.augment import AugmentConfig, audio_to_float, augment_clip, pool_audio
+from training.data.augment import (
+    AugmentConfig,
+    augment_batch,
+    crop_resize_flip_u8,
+    draw_clip_params,
+)
 
-SOURCES = ("howto100m", "audioset")  # the batch's `source` is the index in this tuple
+SOURCES = ("howto100m", "audioset", "webvid")  # the batch's `source` is the index here
+# Sources whose samples carry captions (AudioSet's have none).
+TEXT_SOURCES = ("howto100m", "webvid")
 # The rates `vatt preprocess` writes by default (10 fps, 48 kHz): used to validate the clip
 # arithmetic before any worker starts; each sample's own json rates are what is used later.
 SHARD_FPS = float(PreprocessConfig.__dataclass_fields__["fps"].default)
@@ -63,10 +75,14 @@ class DataConfig:
     # Shard folders/files (as written by `vatt preprocess`); "" = that source is not used.
     howto100m: str = ""
     audioset: str = ""
+    # WebVid-style shards (`vatt preprocess webvid`): one sample per clip, the caption as
+    # text, no audio; the clip's frames are sampled sparsely (one per segment, ALPRO's).
+    webvid: str = ""
     # Sampling weights of the two sources per example (spec: 50/50); renormalised over the
     # sources that are set.
     howto100m_weight: float = 0.5
     audioset_weight: float = 0.5
+    webvid_weight: float = 0.5
     # tokenizer.json; "" = <howto100m>/tokenizer.json (written by `vatt preprocess howto100m`).
     tokenizer: str = ""
     clip_seconds: float = 3.2  # random temporal crop length (32 frames at 10 fps)
@@ -77,9 +93,11 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if not (self.howto100m or self.audioset):
-            raise ValueError("data: set data.howto100m and/or data.audioset (shard folders)")
-        for name in ("howto100m_weight", "audioset_weight"):
+        if not (self.howto100m or self.audioset or self.webvid):
+            raise ValueError(
+                "data: set data.howto100m, data.audioset and/or data.webvid (shard folders)"
+            )
+        for name in ("howto100m_weight", "audioset_weight", "webvid_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name}={getattr(self, name)} must be >= 0")
         if self.source_weights() == {}:
@@ -99,6 +117,7 @@ class DataConfig:
         raw = {
             "howto100m": self.howto100m_weight if self.howto100m else 0.0,
             "audioset": self.audioset_weight if self.audioset else 0.0,
+            "webvid": self.webvid_weight if self.webvid else 0.0,
         }
         total = sum(raw.values())
         return {k: v / total for k, v in raw.items() if v > 0} if total > 0 else {}
@@ -106,11 +125,12 @@ class DataConfig:
     def tokenizer_path(self) -> str:
         if self.tokenizer:
             return self.tokenizer
-        if not self.howto100m:
+        captions = self.howto100m or self.webvid
+        if not captions:
             return ""  # AudioSet only: no text, the text tower gets padding
-        if storage.is_uri(self.howto100m):
-            return storage.join(self.howto100m, "tokenizer.json")
-        return f"{self.howto100m.rstrip('/')}/tokenizer.json"
+        if storage.is_uri(captions):
+            return storage.join(captions, "tokenizer.json")
+        return f"{captions.rstrip('/')}/tokenizer.json"
 
 
 # --- What one clip looks like ------------------------------------------------------------------
@@ -269,9 +289,9 @@ def _mix(
 
 
 class _ClipMaker:
-    """Temporal crop, decode, audio pooling, augmentation and caption ids of one sample."""
-
-    MEMBERS = (shard_format.VIDEO_MEMBER, shard_format.AUDIO_MEMBER, shard_format.META_MEMBER)
+    """Temporal crop, decode, uint8 crop/resize/flip, the audio span and the caption ids of one
+    sample; the clip's jitter factors and noise seed ride along for the device half
+    (`augment.augment_batch`)."""
 
     def __init__(self, data: DataConfig, shape: ClipShape, gen: torch.Generator):
         self.data, self.shape, self.gen = data, shape, gen
@@ -286,19 +306,30 @@ class _ClipMaker:
         return self._strides[key]
 
     def __call__(self, raw: dict) -> dict:
-        missing = [f".{m}" for m in self.MEMBERS if m not in raw]
+        if shard_format.META_MEMBER not in raw:
+            raise ValueError(f"missing member .{shard_format.META_MEMBER}")
+        meta = shard_format.parse_meta(raw[shard_format.META_MEMBER])  # types checked
+        missing = [f".{m}" for m in shard_format.members(meta) if m not in raw]
         if missing:
             raise ValueError(f"missing member {', '.join(missing)}")
-        meta = shard_format.parse_meta(raw[shard_format.META_MEMBER])  # types checked
         fps, sample_rate = float(meta["fps"]), int(meta["sample_rate"])
-        n = len(meta["frame_sizes"])
-        frame_stride, audio_stride = self.strides(fps, sample_rate)
+        n = meta["num_frames"]
+        # A WebVid sample stores a few frames over its whole clip (fps ~1): its frames are
+        # sampled sparsely below, and only the audio stride comes from the clip arithmetic.
+        sparse = raw["__source__"] == "webvid"
+        frame_stride, audio_stride = self.strides(SHARD_FPS if sparse else fps, sample_rate)
         T = self.shape.frames
 
-        # Random temporal crop: a span of T * stride frames that fits in the window.
-        span = T * frame_stride
-        start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
-        frames = slice(start, min(n, start + span), frame_stride)
+        if sparse:
+            # Sparse sampling over the whole clip: T segments, a random frame of each.
+            start = 0
+            seed = int(torch.randint(0, 2**62, (), generator=self.gen))
+            frames = shard_format.sparse_frame_indices(n, T, np.random.default_rng(seed))
+        else:
+            # Random temporal crop: a span of T * stride frames that fits in the window.
+            span = T * frame_stride
+            start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
+            frames = slice(start, min(n, start + span), frame_stride)
         decoded = shard_format.decode_sample({**raw, shard_format.META_MEMBER: meta}, frames)
         video = decoded["video"]  # uint8 [t <= T, H0, W0, 3]
         if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
@@ -307,34 +338,36 @@ class _ClipMaker:
             pad = np.repeat(video[-1:], T - video.shape[0], axis=0)
             video = np.concatenate([video, pad])
 
-        # The audio under the same span: start at the first frame's time.
+        # The audio under the same span: start at the first frame's time; int16 until the
+        # device (pooling and noise happen there).
         audio = decoded["audio"]
         if audio.ndim != 1 or audio.dtype != np.int16:
             raise ValueError(f"audio is {audio.dtype} {audio.shape}, expected int16 [S]")
         need = self.shape.audio_samples * audio_stride
         a0 = round(start * sample_rate / fps)
-        wave = audio_to_float(audio[a0 : a0 + need])
-        if wave.shape[0] < need:  # window shorter than the clip: silence after its end
-            wave = torch.cat([wave, wave.new_zeros(need - wave.shape[0])])
-        wave = pool_audio(wave, audio_stride)  # [audio_samples]
+        wave = np.zeros(need, np.int16)  # window shorter than the clip: silence after its end
+        part = audio[a0 : a0 + need]
+        wave[: len(part)] = part
 
-        video_t, audio_t = augment_clip(
-            video, wave, self.data.augment, self.shape.height, self.shape.width, self.gen
-        )  # [T, H, W, 3], [S]
+        params = draw_clip_params(video.shape[1], video.shape[2], self.data.augment, self.gen)
+        video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
 
         source = raw["__source__"]
         K, L = self.data.num_captions, self.data.max_words
         text_ids = np.zeros((K, L), dtype=np.int64)
         text_mask = np.zeros(K, dtype=np.float32)
-        if source == "howto100m" and self.tokenizer is not None:
+        if source in TEXT_SOURCES and self.tokenizer is not None:
             texts = [str(c["text"]) for c in meta["captions"]]
             text_ids = encode_captions(self.tokenizer, texts, K, L)
             if meta["text_mask"]:
                 # A caption counts when it exists and has a word (an empty row is pure padding).
                 text_mask = (text_ids != 0).any(axis=1).astype(np.float32)
         return {
-            "video": video_t,
-            "audio": audio_t,
+            "video": video_t,  # uint8 [T, H, W, 3]
+            "audio": torch.from_numpy(wave),  # int16 [S * audio_stride]
+            "jitter": torch.tensor(params.jitter, dtype=torch.float32),
+            "noise_seed": params.noise_seed,
+            "audio_stride": audio_stride,
             "text_ids": torch.from_numpy(text_ids),
             "text_mask": torch.from_numpy(text_mask),
             "audio_mask": float(meta["audio_mask"]),
@@ -360,8 +393,11 @@ def _to_clips(samples: Iterator[dict], make: _ClipMaker, log: _SkipLog) -> Itera
 def _collate(clips: list[dict], log: _SkipLog) -> dict:
     skipped_keys = log.drain()
     return {
-        "video": torch.stack([c["video"] for c in clips]),  # float32 [B, T, H, W, 3]
-        "audio": torch.stack([c["audio"] for c in clips]),  # float32 [B, S]
+        "video": torch.stack([c["video"] for c in clips]),  # uint8 [B, T, H, W, 3]
+        "audio": torch.stack([c["audio"] for c in clips]),  # int16 [B, S * audio_stride]
+        "jitter": torch.stack([c["jitter"] for c in clips]),  # float32 [B, 4]
+        "noise_seed": torch.tensor([c["noise_seed"] for c in clips], dtype=torch.int64),
+        "audio_stride": clips[0]["audio_stride"],
         "text_ids": torch.stack([c["text_ids"] for c in clips]),  # int64 [B, K, L]
         "text_mask": torch.stack([c["text_mask"] for c in clips]),  # float32 [B, K]
         "audio_mask": torch.tensor([c["audio_mask"] for c in clips], dtype=torch.float32),
@@ -403,7 +439,7 @@ class ClipStream(IterableDataset):
         tok = data.tokenizer_path()
         if (
             tok
-            and "howto100m" in self.names
+            and any(s in self.names for s in TEXT_SOURCES)
             and not (storage.exists(tok) if storage.is_uri(tok) else Path(tok).exists())
         ):
             raise ValueError(f"tokenizer {tok!r} does not exist (set data.tokenizer)")
@@ -451,9 +487,12 @@ def build_loader(
     start_step: int = 0,
     pin_memory: bool | None = None,
 ) -> DataLoader:
-    """An endless DataLoader of batch dicts for one rank:
+    """An endless DataLoader of compact batch dicts for one rank, made training-ready on the
+    training device by `finish_batch`:
 
-      video float32 [B, T, H, W, 3] in [-1, 1]   audio float32 [B, S] in [-1, 1]
+      video uint8 [B, T, H, W, 3] (cropped, resized, flipped)
+      audio int16 [B, S * audio_stride]          audio_stride int
+      jitter float32 [B, 4], noise_seed int64 [B] (each clip's draws for the device half)
       text_ids int64 [B, K, L] (0 = padding)     text_mask float32 [B, K] (1 = real caption)
       audio_mask float32 [B]                     source int64 [B] (index into SOURCES)
       keys list[str]                             skipped int, skipped_keys list[str]
@@ -480,4 +519,32 @@ def build_loader(
     )
 
 
-__all__ = ["SOURCES", "ClipShape", "ClipStream", "DataConfig", "build_loader", "clip_strides"]
+def finish_batch(batch: dict, augment: AugmentConfig, device=None) -> dict:
+    """A loader batch -> the training batch, on `device` (default: where the batch is): the
+    colour jitter, [-1, 1] scaling and audio noise batched there (`augment.augment_batch`).
+
+      video float32 [B, T, H, W, 3] in [-1, 1]   audio float32 [B, S] in [-1, 1]
+
+    The other keys are passed through. A batch that is already finished is returned as is."""
+    if batch["video"].dtype != torch.uint8:
+        return batch
+    video, audio = batch["video"], batch["audio"]
+    if device is not None:
+        video = video.to(device, non_blocking=True)
+        audio = audio.to(device, non_blocking=True)
+    video, audio = augment_batch(
+        video, audio, batch["jitter"], batch["noise_seed"], augment, batch["audio_stride"]
+    )
+    return {**batch, "video": video, "audio": audio}
+
+
+__all__ = [
+    "SOURCES",
+    "TEXT_SOURCES",
+    "ClipShape",
+    "ClipStream",
+    "DataConfig",
+    "build_loader",
+    "clip_strides",
+    "finish_batch",
+]

@@ -164,6 +164,8 @@ class FinetuneConfig:
     # Audio: mixup of each batch with itself permuted, lambda ~ Beta(a, a) (spec: a = 5);
     # 0 = off. Ignored for video.
     mixup_alpha: float = 5.0
+    # One lambda per example (the official code) instead of one per batch (the spec's reading).
+    mixup_per_example: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

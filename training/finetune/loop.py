@@ -205,8 +205,8 @@ def train_step(w: FinetuneWorker) -> None:
     data_s = time.perf_counter() - t_step
     mixed, target = None, y
     if cfg.task == "audio" and cfg.mixup_alpha > 0:
-        x, y, y_b, lam = mixup(x, y, cfg.mixup_alpha, w.gen)
-        mixed, target = (y_b, lam), (y if lam >= 0.5 else y_b)  # accuracy: the major label
+        x, y, y_b, lam = mixup(x, y, cfg.mixup_alpha, w.gen, cfg.mixup_per_example)
+        mixed, target = (y_b, lam), torch.where(lam >= 0.5, y, y_b)  # accuracy: major label
     distributed.seed_step(cfg.seed, w.ctx.rank, w.state.step)  # dropout/DropToken per rank
     logits = w.model(x)  # (B, classes)
     loss = loss_fn(logits, y, cfg.optim.label_smoothing, mixed)

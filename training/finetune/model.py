@@ -59,17 +59,23 @@ class TowerClassifier(nn.Module):
 
 
 def mixup(
-    x: torch.Tensor, labels: torch.Tensor, alpha: float, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    gen: torch.Generator,
+    per_example: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mix the batch with a permutation of itself: x' = lam x + (1 - lam) x[perm],
-    lam ~ Beta(alpha, alpha). Returns (x', labels, labels[perm], lam); the loss is
-    lam * CE(y) + (1 - lam) * CE(y[perm]), i.e. CE against the mixed (soft) targets."""
+    lam ~ Beta(alpha, alpha), one for the batch or one per example (`per_example`, the
+    official code). Returns (x', labels, labels[perm], lam (B,)); the loss is
+    lam * CE(y) + (1 - lam) * CE(y[perm]) per example, i.e. CE against the mixed targets."""
     # Beta(a, a) from two Gammas, drawn with our generator (torch.distributions has none).
-    a = torch.full((2,), float(alpha))
-    g = torch._standard_gamma(a, generator=gen)
-    lam = float(g[0] / g.sum())
+    draws = len(x) if per_example else 1
+    g = torch._standard_gamma(torch.full((draws, 2), float(alpha)), generator=gen)
+    lam = (g[:, 0] / g.sum(dim=1)).expand(len(x)).to(x.device)  # (B,)
     perm = torch.randperm(len(x), generator=gen)
-    return lam * x + (1.0 - lam) * x[perm], labels, labels[perm], lam
+    w = lam.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)  # (B, 1, ...) broadcast over x
+    return w * x + (1.0 - w) * x[perm], labels, labels[perm], lam
 
 
 def predict_items(
@@ -89,10 +95,10 @@ def loss_fn(logits, labels, smoothing: float, mixed=None) -> torch.Tensor:
     """Cross-entropy with label smoothing; with `mixed` = (labels_b, lam), the mixup loss."""
     if mixed is None:
         return F.cross_entropy(logits, labels, label_smoothing=smoothing)
-    labels_b, lam = mixed
-    return lam * F.cross_entropy(logits, labels, label_smoothing=smoothing) + (
-        1.0 - lam
-    ) * F.cross_entropy(logits, labels_b, label_smoothing=smoothing)
+    labels_b, lam = mixed  # lam (B,)
+    ce_a = F.cross_entropy(logits, labels, label_smoothing=smoothing, reduction="none")
+    ce_b = F.cross_entropy(logits, labels_b, label_smoothing=smoothing, reduction="none")
+    return (lam * ce_a + (1.0 - lam) * ce_b).mean()
 
 
 def pretrained_model_config(init: str):

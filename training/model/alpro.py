@@ -173,8 +173,8 @@ _DEBUG = dict(
 ALPRO_PRESETS: dict[str, AlproConfig] = {
     "alpro-base": AlproConfig(name="alpro-base"),
     "alpro-prompter-base": AlproConfig(name="alpro-prompter-base", fusion_layers=0, num_entities=0),
-    # 64 entities: the sample corpus names a few dozen topics and objects.
-    "alpro-debug": AlproConfig(name="alpro-debug", fusion_layers=2, num_entities=64, **_DEBUG),
+    # 32 entities: the sample corpus has 8 topics of 9 words each, plus layout words.
+    "alpro-debug": AlproConfig(name="alpro-debug", fusion_layers=2, num_entities=32, **_DEBUG),
     "alpro-prompter-debug": AlproConfig(
         name="alpro-prompter-debug", fusion_layers=0, num_entities=0, **_DEBUG
     ),
@@ -305,7 +305,8 @@ class Alpro(nn.Module):
         self.text_encoder = AlproTextEncoder(cfg)
         self.vision_proj = nn.Linear(d, cfg.proj_dim)
         self.text_proj = nn.Linear(d, cfg.proj_dim)
-        self.temp = nn.Parameter(torch.tensor(float(cfg.temp_init)))
+        # Shape (1,), not a 0-d scalar: DeepSpeed's broadcast views parameters as bytes.
+        self.temp = nn.Parameter(torch.full((1,), float(cfg.temp_init)))
         if cfg.fusion_layers:
             fusion = dataclasses.replace(cfg.text, num_layers=cfg.fusion_layers)
             self.fusion = Transformer(fusion)
@@ -327,7 +328,7 @@ class Alpro(nn.Module):
     # ---- encoders and evaluation entry points (the names VATT's evaluation code reads) ----
     def temperature(self) -> torch.Tensor:
         """The learnable temperature, clamped (a scalar with a gradient inside the range)."""
-        return self.temp.clamp(self.cfg.temp_min, self.cfg.temp_max)
+        return self.temp.clamp(self.cfg.temp_min, self.cfg.temp_max)[0]
 
     def encode_video(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns video_embeds (B, 1+h*w, D), video_features (B, D) = [CLS], and video_vt
@@ -417,8 +418,9 @@ class Alpro(nn.Module):
             out["pem_logits"] = self.pem_head(crop_pool(patches, inputs["pem_mask"]))
         return out
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Parameters by part (the tied MLM decoder weight is counted once, under text)."""
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """Parameters by part, {part: {"total": n}} as VATT's towers (what model cards read);
+        the tied MLM decoder weight is counted once, under text."""
 
         def n(module: nn.Module | None, skip: set[int] = frozenset()) -> int:
             if module is None:
@@ -434,8 +436,7 @@ class Alpro(nn.Module):
             + n(getattr(self, "itm_head", None)) + n(getattr(self, "mlm_head", None), tied)
             + n(getattr(self, "pem_head", None)),
         }  # fmt: skip
-        counts["total"] = sum(counts.values())
-        return counts
+        return {part: {"total": n_part} for part, n_part in counts.items()}
 
 
 def hard_negatives(

@@ -21,6 +21,7 @@ VIDEO_POSITIONS = ("factorised", "spatial_2d")
 # slice) or frames (whole time slices); "auto" = token for joint, tube for factorised.
 VIDEO_DROPTOKEN_UNITS = ("auto", "token", "tube", "frame")
 VIDEO_INIT_MODES = ("central_frame", "inflate")
+POSITION_STYLES = ("paper", "official")
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class HeadConfig:
     # torch momentum 0.1 == TF/Keras momentum 0.9, the official setting.
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
+    # Text BatchNorm statistics over valid captions only (a caption with at least one token);
+    # False: every caption slot, so AudioSet's all-padding captions enter the statistics.
+    text_bn_valid_only: bool = False
 
     def __post_init__(self) -> None:
         if self.bn not in BN_MODES:
@@ -186,8 +190,19 @@ class ModelConfig:
     # How a 2-D patch filter becomes a tubelet filter: "central_frame" (filter at the centre
     # time index, zeros elsewhere; ViViT's best) or "inflate" (tiled over time, divided by t).
     video_init_mode: str = "central_frame"
+    # Video/audio position embeddings, one of POSITION_STYLES. "paper": learnable tables
+    # (truncated normal 0.02) added to the tokens. "official" (google-research vatt
+    # vitx3d/autx1d): tables initialised N(0, d^-0.5), and LayerNorm + dropout
+    # (`position_dropout`) on the tokens after the positions are added.
+    position_embedding: str = "paper"
+    position_dropout: float = 0.1
+    # A learnable temporal position table on Model 2's temporal encoder inputs (scenic's ViViT
+    # adds one); False: the slice order is unknown to the temporal encoder.
+    video_temporal_positions: bool = False
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.position_dropout < 1.0:
+            raise ValueError(f"model.position_dropout={self.position_dropout} must be in [0, 1)")
         if not 0.0 <= self.droptoken_rate < 1.0:
             raise ValueError(
                 f"model.droptoken_rate={self.droptoken_rate} must be in [0, 1) "
@@ -199,6 +214,7 @@ class ModelConfig:
             ("video_positions", VIDEO_POSITIONS),
             ("video_droptoken", VIDEO_DROPTOKEN_UNITS),
             ("video_init_mode", VIDEO_INIT_MODES),
+            ("position_embedding", POSITION_STYLES),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(

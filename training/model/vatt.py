@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.model.config import ModelConfig
+from training.model.config import ModelConfig, TransformerConfig
 from training.model.droptoken import DropToken, GridDropToken
 from training.model.heads import VideoHead, build_audio_head, build_text_head
 from training.model.positions import (
@@ -31,6 +31,16 @@ from training.model.vivit import build_video_backbone
 MODALITIES = ("video", "audio", "text")
 
 
+def position_post(cfg: ModelConfig, tower: TransformerConfig) -> nn.Module:
+    """What follows the position sum: nothing ("paper"), or the official code's LayerNorm +
+    dropout (`ModelConfig.position_embedding`)."""
+    if cfg.position_embedding == "paper":
+        return nn.Identity()
+    return nn.Sequential(
+        nn.LayerNorm(tower.d_model, eps=tower.norm_eps), nn.Dropout(cfg.position_dropout)
+    )
+
+
 class VideoEmbed(nn.Module):
     """Voxel (or frame-patch) tokenizer + positions + DropToken + aggregation token."""
 
@@ -44,6 +54,7 @@ class VideoEmbed(nn.Module):
             VideoPositions if cfg.video_positions == "factorised" else Spatial2dVideoPositions
         )
         self.pos = positions(cfg.tokenizer.video_grid, d)
+        self.pos_post = position_post(cfg, cfg.video)
         self.agg_token = nn.Parameter(torch.zeros(1, 1, d))
         unit = cfg.video_droptoken_unit
         self.droptoken = (
@@ -61,7 +72,7 @@ class VideoEmbed(nn.Module):
         partitioned parameters only around its forward call.
         """
         x, (t, h, w) = self.tokenizer(video)  # (B, N, D), N = t*h*w
-        x = self.pos(x, (t, h, w))
+        x = self.pos_post(self.pos(x, (t, h, w)))
         B, N, D = x.shape
         if isinstance(self.droptoken, GridDropToken):
             x = self.droptoken(x.reshape(B, t, h * w, D))  # (B, t', s', D)
@@ -81,12 +92,13 @@ class AudioEmbed(nn.Module):
         d = cfg.audio.d_model
         self.tokenizer = AudioTokenizer(cfg.tokenizer.audio_patch, d)
         self.pos = AudioPositions(cfg.tokenizer.audio_tokens, d)
+        self.pos_post = position_post(cfg, cfg.audio)
         self.agg_token = nn.Parameter(torch.zeros(1, 1, d))
         self.droptoken = DropToken(cfg.droptoken_rate)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Args: audio (B, S) in [-1, 1]. Returns (B, 1 + N', D)."""
-        x = self.droptoken(self.pos(self.tokenizer(audio)))  # (B, N', D)
+        x = self.droptoken(self.pos_post(self.pos(self.tokenizer(audio))))  # (B, N', D)
         return prepend_token(self.agg_token, x)  # (B, 1 + N', D)
 
 
@@ -148,8 +160,12 @@ class VATT(nn.Module):
         self.apply(_init_weights)
         for embed in (self.video_embed, self.audio_embed, self.text_embed):
             nn.init.trunc_normal_(embed.agg_token, std=0.02)
-        for table in (*self.video_embed.pos.parameters(), self.audio_embed.pos.table):
-            nn.init.trunc_normal_(table, std=0.02)
+        for embed, tower in ((self.video_embed, cfg.video), (self.audio_embed, cfg.audio)):
+            for table in embed.pos.parameters():
+                if cfg.position_embedding == "official":
+                    nn.init.normal_(table, std=tower.d_model**-0.5)
+                else:
+                    nn.init.trunc_normal_(table, std=0.02)
 
     def backbone(self, modality: str) -> nn.Module:
         """The transformer that encodes `modality` (the same module for all three in MA)."""
@@ -188,6 +204,7 @@ class VATT(nn.Module):
             if text_ids.ndim == 2:
                 text_ids = text_ids.unsqueeze(1)  # (B, L) -> (B, 1, L): one caption per clip
             features["text"] = self.text_features(text_ids)
+            features["text_valid"] = (text_ids != 0).any(-1)  # (B, K): captions with words
         return features
 
     def forward_head(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -200,7 +217,9 @@ class VATT(nn.Module):
         if "text" in features:
             text = features["text"]  # (B, K, D)
             B, K, D = text.shape
-            out["text_vt"] = self.text_head(text.reshape(B * K, D)).reshape(B, K, -1)  # (B,K,d_vt)
+            valid = features.get("text_valid")  # BN statistics over these (text_bn_valid_only)
+            valid = None if valid is None else valid.reshape(B * K)
+            out["text_vt"] = self.text_head(text.reshape(B * K, D), valid).reshape(B, K, -1)
         return out
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

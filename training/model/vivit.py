@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.model.config import ModelConfig, TransformerConfig
+from training.model.positions import resize_table
 from training.model.transformer import Attention, Block, Transformer, prepend_token
 
 AXES = ("space", "time")
@@ -138,13 +139,19 @@ class FactorisedDotProductBlock(Block):
 class FactorisedEncoder(nn.Module):
     """Model 2: spatial transformer per time slice -> temporal transformer over slice outputs."""
 
-    def __init__(self, cfg: TransformerConfig, temporal_layers: int):
+    def __init__(self, cfg: TransformerConfig, temporal_layers: int, temporal_positions: int = 0):
         super().__init__()
         # Per-slice summary token: the image model's CLS token when initialised from a ViT.
         self.frame_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         nn.init.trunc_normal_(self.frame_token, std=0.02)  # as VATT's aggregation tokens
         self.spatial = Transformer(cfg)
         self.temporal = Transformer(dataclasses.replace(cfg, num_layers=temporal_layers))
+        # scenic's temporal encoder adds a learnable table over the slices (interpolated to
+        # other slice counts); 0 = none (ModelConfig.video_temporal_positions).
+        self.temporal_pos = None
+        if temporal_positions:
+            self.temporal_pos = nn.Parameter(torch.zeros(temporal_positions, cfg.d_model))
+            nn.init.trunc_normal_(self.temporal_pos, std=0.02)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Args: x (B, 1 + N, D) aggregation token + grid tokens, grid (t, s).
@@ -156,6 +163,8 @@ class FactorisedEncoder(nn.Module):
         frames = x[:, 1:].reshape(B * t, s, D)  # (B*t, s, D): one sequence per time slice
         frames = self.spatial(prepend_token(self.frame_token, frames))[:, 0]  # (B*t, D)
         frames = frames.reshape(B, t, D)  # (B, t, D)
+        if self.temporal_pos is not None:
+            frames = frames + resize_table(self.temporal_pos, t).to(frames.dtype)  # + (t, D)
         return self.temporal(torch.cat([x[:, :1], frames], dim=1))  # (B, 1 + t, D)
 
 
@@ -165,7 +174,8 @@ def build_video_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.video_backbone == "joint":
         return Transformer(size)
     if cfg.video_backbone == "factorised_encoder":
-        return FactorisedEncoder(size, cfg.video_temporal_layers)
+        slices = cfg.tokenizer.video_grid[0] if cfg.video_temporal_positions else 0
+        return FactorisedEncoder(size, cfg.video_temporal_layers, slices)
     if cfg.video_backbone == "factorised_self_attention":
         return Transformer(size, block=FactorisedSelfAttentionBlock)
     if cfg.video_backbone == "factorised_dot_product":

@@ -437,7 +437,7 @@ class AlproObjective(Objective):
         }
         total = self.loss.vtc_weight * parts["vtc"]
         if not self.cfg.is_prompter:
-            zero = outputs["vtm_logits"].sum() * 0.0
+            zero = outputs["vtm_logits"].sum() * 0.0 + 0.0  # +0.0: no "-0.0" in the log
             parts["vtm"] = vtm_loss(outputs["vtm_logits"])
             parts["mlm"] = (
                 mlm_loss(outputs["mlm_logits"], batch["mlm_labels"].to(device))

@@ -176,6 +176,7 @@ class TrainConfig:
         data = dataclasses.replace(
             self.data,
             howto100m=fix(self.data.howto100m),
+            webvid=fix(self.data.webvid),
             audioset=fix(self.data.audioset),
             tokenizer=fix(self.data.tokenizer),
         )
@@ -201,7 +202,7 @@ class TrainConfig:
         by the workers that open them). ConfigError names the key."""
         from preprocessing.shard_format import list_shards
 
-        for source in ("howto100m", "audioset"):
+        for source in ("howto100m", "audioset", "webvid"):
             path = getattr(self.data, source)
             if path and "://" not in path and not list_shards(path):
                 raise ConfigError(f"data.{source}={path}: no shards (*.tar) found")

@@ -106,6 +106,7 @@ class Worker:
     heldout: Any = None  # training.eval.heldout.HeldoutRetrieval or None
     window: LogWindow = field(default_factory=LogWindow)
     fault_step: int | None = None
+    fault_node: bool = False
     peak_flops: float | None = None
 
 
@@ -210,6 +211,7 @@ def setup(loop_config: dict) -> Worker | None:
     engine, dtype = _build_engine(cfg, objective, ctx, fresh=resume is None)
     w = Worker(cfg, ctx, objective, engine, dtype, run_dir, telemetry_dir, RunState())
     w.fault_step = loop_config.get("fault_kill_step")
+    w.fault_node = bool(loop_config.get("fault_kill_node"))
     if resume:
         _restore(w, resume, notes)
     if w.state.step >= cfg.max_steps:
@@ -227,6 +229,8 @@ def train_step(w: Worker) -> None:
     """One optimizer step over grad_accum micro-batches (no host sync)."""
     import torch
 
+    from training.data.loader import finish_batch
+
     cfg, ctx, objective = w.cfg, w.ctx, w.objective
     keys = ("loss", *objective.loss_parts)
     accum = cfg.deepspeed.grad_accum
@@ -236,6 +240,8 @@ def train_step(w: Worker) -> None:
         batch = next(w.batches)
         distributed.seed_step(cfg.seed, ctx.rank, w.state.step, micro)
         w.window.data_wait += time.perf_counter() - t0
+        # The loader hands uint8/int16 clips; jitter, scaling and noise run batched here.
+        batch = finish_batch(batch, cfg.data.augment, ctx.device)
         w.window.skipped += batch["skipped"]
         if batch["skipped_keys"]:
             with open(Path(w.telemetry_dir) / f"skipped_samples_rank{ctx.rank}.txt", "a") as f:
@@ -256,13 +262,21 @@ def train_step(w: Worker) -> None:
 
 def inject_fault(w: Worker) -> None:
     """Tests only: the last rank SIGKILLs itself once at `fault_kill_step`, to prove the run
-    recovers from its last checkpoint."""
+    recovers from its last checkpoint; with `fault_kill_node` it first SIGKILLs its node's
+    raylet (its parent process), so the whole Ray node is lost, as a spot instance is."""
     if w.fault_step is None or w.state.step != w.fault_step:
         return
     if w.ctx.rank == w.ctx.world_size - 1:
         marker = Path(w.telemetry_dir) / ".fault_injected"
         if not marker.exists():  # once per run: the restarted worker must get past it
             marker.write_text(str(w.state.step))
+            if w.fault_node:
+                import psutil
+
+                raylet = psutil.Process().parent()
+                if raylet is None or "raylet" not in raylet.name():
+                    raise RuntimeError(f"fault_kill_node: parent {raylet} is not a raylet")
+                raylet.kill()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -419,13 +433,15 @@ def run_training(
     *,
     objective: Objective | None = None,
     fault_kill_step: int | None = None,
+    fault_kill_node: bool = False,
     callbacks: list | None = None,
     start_from: str | None = None,
 ) -> dict:
     """Fit `cfg` with Ray Train on the connected Ray cluster; returns rank 0's summary.
 
     `objective`: the family to train (default: the one `cfg` names). `fault_kill_step` (tests
-    only): the last rank SIGKILLs itself once at that step. `callbacks`: Ray Train
+    only): the last rank SIGKILLs itself once at that step (and its node's raylet first with
+    `fault_kill_node`). `callbacks`: Ray Train
     `UserCallback`s (the sweep forwards every report to Ray Tune). `start_from`: a checkpoint
     of another run to start from when this run has none of its own.
     """
@@ -450,6 +466,7 @@ def run_training(
             "telemetry_dir": telemetry_dir,
             "objective": objective or cfg.build_objective(),
             "fault_kill_step": fault_kill_step,
+            "fault_kill_node": fault_kill_node,
             "start_from": start_from,
         },
         name=cfg.name,
