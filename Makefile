@@ -16,7 +16,7 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## idempotent: apt ffmpeg/espeak-ng, .venv with CPU torch, project (editable, dev), DeepSpeed op warm-up
-	@bash scripts/install.sh
+	@bash scripts/install.sh $(INSTALL_FLAGS)
 
 demo: install  ## sample corpus -> shards -> pretraining -> eval vs untrained -> fine-tuning (embedded local Ray)
 	@bash scripts/demo.sh $(DEMO_OUT)
@@ -35,6 +35,9 @@ format: install  ## apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# `make test` also installs the system tools of tests/test_ray_up.py (sshd, rsync, ip); a
+# target-specific variable reaches the `install` prerequisite.
+test: INSTALL_FLAGS += --test-tools
 test: install lint  ## the whole suite (real ffmpeg, real Ray, real DeepSpeed)
 	timeout -k 30 $(TEST_TIMEOUT) $(PY) -m pytest -q tests
 
