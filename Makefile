@@ -44,6 +44,7 @@ test: install lint  ## the whole suite (real ffmpeg, real Ray, real DeepSpeed)
 bench: install  ## benchmarks (JSON to stdout and bench_out/)
 	@mkdir -p bench_out
 	$(PY) benchmarks/preprocess.py | tee bench_out/preprocess.json
+	$(PY) benchmarks/loader.py --shards bench_out/loader_shards --json | tee bench_out/loader.json
 	$(PY) benchmarks/model_step.py | tee bench_out/model_step.json
 	@test -d $(DEMO_OUT)/shards/howto100m || { echo "benchmarks/train.py needs demo shards: run make demo first"; exit 1; }
 	$(PY) benchmarks/train.py
