@@ -272,8 +272,8 @@ def test_ray_up_submit_ray_down_on_one_box(ray_local, tmp_path):
     timings = {}
     up = False
     t0 = time.monotonic()
-    box.start()
     try:
+        box.start()
         t = time.monotonic()
         done = box.run(RAY, "up", "-y", "--no-config-cache", str(config_path), timeout=300)
         up = True
