@@ -16,7 +16,7 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## idempotent: apt ffmpeg/espeak-ng, .venv with CPU torch, project (editable, dev), DeepSpeed op warm-up
-	@bash scripts/install.sh
+	@bash scripts/install.sh $(INSTALL_FLAGS)
 
 demo: install  ## sample corpus -> shards -> pretraining -> eval vs untrained -> fine-tuning (embedded local Ray)
 	@bash scripts/demo.sh $(DEMO_OUT)
@@ -35,12 +35,16 @@ format: install  ## apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# `make test` also installs the system tools of tests/test_ray_up.py (sshd, rsync, ip); a
+# target-specific variable reaches the `install` prerequisite.
+test: INSTALL_FLAGS += --test-tools
 test: install lint  ## the whole suite (real ffmpeg, real Ray, real DeepSpeed)
 	timeout -k 30 $(TEST_TIMEOUT) $(PY) -m pytest -q tests
 
 bench: install  ## benchmarks (JSON to stdout and bench_out/)
 	@mkdir -p bench_out
 	$(PY) benchmarks/preprocess.py | tee bench_out/preprocess.json
+	$(PY) benchmarks/loader.py --shards bench_out/loader_shards --json | tee bench_out/loader.json
 	$(PY) benchmarks/model_step.py | tee bench_out/model_step.json
 	@test -d $(DEMO_OUT)/shards/howto100m || { echo "benchmarks/train.py needs demo shards: run make demo first"; exit 1; }
 	$(PY) benchmarks/train.py

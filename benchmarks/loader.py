@@ -8,7 +8,9 @@ one run with interleaved repeats (every repeat times every path in turn; medians
     .npy -> `augment_clip` in float32 on the CPU (crop, resize, flip, colour jitter, noise)
     -> hand a float32 clip to the training process.
   new path, for each encoding (v1 shards too): decode (JPEG, or the window's H.264 stream
-    in-process with PyAV; Opus / AAC / FLAC / .npy audio) -> crop + resize + flip in uint8
+    in-process with PyAV, the crop box cut and resized inside FFmpeg, so for H.264 the
+    crop+resize time is inside "decode"; Opus / AAC / FLAC / .npy audio) -> crop + resize +
+    flip in uint8 (JPEG) / flip (H.264)
     -> hand uint8 video + int16 audio to the training process; the colour jitter, [-1, 1]
     scaling and noise run batched on the training device (`augment_batch`; timed here on
     this CPU and reported, but not a loader core's work).
@@ -107,17 +109,25 @@ def v1_path(clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig) -> d
 
 
 def new_path(clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig) -> tuple:
+    """The loader's path: an H.264 member is cropped + resized inside the decoder (so its
+    crop_resize time is part of decode); JPEG frames are decoded whole and cut in uint8."""
     sample, meta = clips.samples[i % len(clips.samples)], clips.metas[i % len(clips.samples)]
     t0 = time.perf_counter()
     start = int(torch.randint(0, meta["num_frames"] - FRAMES + 1, (), generator=gen))
-    dec = decode_sample(sample, slice(start, start + FRAMES))
+    params = draw_clip_params(meta["height"], meta["width"], cfg, gen)
+    dec = decode_sample(
+        sample, slice(start, start + FRAMES), crop=params.box, out_size=(SIDE, SIDE)
+    )
     a0 = start * 4800
     wave = np.zeros(AUDIO, np.int16)
     part = dec["audio"][a0 : a0 + AUDIO]
     wave[: len(part)] = part
     t1 = time.perf_counter()
-    params = draw_clip_params(dec["video"].shape[1], dec["video"].shape[2], cfg, gen)
-    video = crop_resize_flip_u8(dec["video"], params, SIDE, SIDE)
+    if dec["cropped"]:
+        video = torch.from_numpy(dec["video"])
+        video = (video.flip(2) if params.flip else video).contiguous()
+    else:
+        video = crop_resize_flip_u8(dec["video"], params, SIDE, SIDE)
     t2 = time.perf_counter()
     audio = torch.from_numpy(wave)
     handoff = _handoff(video, audio)

@@ -5,9 +5,14 @@ Prints one JSON object. Everything is measured in this one run on the same windo
 - the decode-only limit: the same ffmpeg decode of the same spans to raw RGB + PCM in
   memory, with nothing else, run with 1 and 2 concurrent decodes;
 - bytes per sample and decode cost of the encodings considered for shards
-  (video: per-frame JPEG vs H.264; audio: int16 .npy vs FLAC).
+  (video: per-frame JPEG vs H.264; audio: int16 .npy vs FLAC);
+- `shard_writer_vs_ffmpeg`: on real-looking footage (benchmarks/footage.py: noise + motion),
+  one core: the shard writer with the default schema v2 encoding (one ffmpeg decode per clip
+  span, then libx264 + libopus per window in-process, VAD, tar) against ffmpeg alone doing
+  the same decode and the same per-window encodes (split + trim per window, same x264 and
+  Opus settings, to the null muxer), interleaved, side by side. Target: >= 0.7x.
 
-    python benchmarks/preprocess.py [--videos 6] [--out bench_out/preprocess]
+    python benchmarks/preprocess.py [--videos 6] [--out bench_out/preprocess] [--only-vs-ffmpeg]
 """
 
 from __future__ import annotations
@@ -215,6 +220,97 @@ def encoding_costs(cfg: PreprocessConfig, clips: list[dict], n_windows: int = 6)
     return {k: round(float(np.mean(v)), 2) for k, v in res.items()}
 
 
+def _footage_clips(files: list[Path], window_s: float = 4.0) -> list[dict]:
+    """One clip per footage file with non-overlapping windows (what write_shard takes)."""
+    from preprocessing.probe import probe
+
+    clips = []
+    for f in files:
+        n = int(probe(str(f)).duration // window_s)
+        windows = [
+            {"start": i * window_s, "end": (i + 1) * window_s, "anchor": i * window_s,
+             "captions": []}
+            for i in range(n)
+        ]  # fmt: skip
+        clips.append({
+            "source": "audioset", "video_id": f.stem, "clip_id": f.stem, "path": str(f),
+            "has_audio": True, "windows": windows, "labels": [],
+        })  # fmt: skip
+    return clips
+
+
+def ffmpeg_alone(cfg: PreprocessConfig, clip: dict) -> float:
+    """Seconds for one ffmpeg process (1 thread) to do the shard writer's decode of the clip's
+    span and its per-window H.264 + Opus encodes (same settings), writing nothing."""
+    from preprocessing.decode import crop_filter_args, scale_filter_args
+    from preprocessing.encode import DEFAULT_AUDIO_BITRATE
+
+    ws = clip["windows"]
+    start, end = ws[0]["start"], ws[-1]["end"]
+    crop, scale = crop_filter_args(cfg.max_aspect_ratio), scale_filter_args(cfg.short_side)
+    n = len(ws)
+    gop = round(cfg.window_seconds * cfg.fps)
+    graph = [
+        f"[0:v]fps=fps={cfg.fps:g}:start_time=0,crop=w='{crop['w']}':h='{crop['h']}',"
+        f"scale=w='{scale['w']}':h='{scale['h']}',setsar=1,split={n}"
+        + "".join(f"[s{i}]" for i in range(n)),
+        f"[0:a]aresample={cfg.sample_rate}:async=1:first_pts=0,asplit={n}"
+        + "".join(f"[t{i}]" for i in range(n)),
+    ]
+    for i, w in enumerate(ws):
+        a, b = w["start"] - start, w["end"] - start
+        graph.append(f"[s{i}]trim=start={a:g}:end={b:g},setpts=PTS-STARTPTS[v{i}]")
+        graph.append(f"[t{i}]atrim=start={a:g}:end={b:g},asetpts=PTS-STARTPTS[a{i}]")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-filter_threads", "1", "-threads", "1",
+           "-ss", f"{start:.3f}", "-t", f"{end - start + 1 / cfg.fps:.3f}", "-i", clip["path"],
+           "-filter_complex", ";".join(graph)]  # fmt: skip
+    for i in range(n):
+        cmd += ["-map", f"[v{i}]", "-map", f"[a{i}]", "-c:v", "libx264", "-threads", "1",
+                "-crf", f"{cfg.h264_crf:g}", "-preset", cfg.h264_preset, "-pix_fmt", "yuv420p",
+                "-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0",
+                "-c:a", "libopus", "-b:a", str(DEFAULT_AUDIO_BITRATE["opus"]), "-ac", "1",
+                "-f", "null", "-"]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def shard_writer_vs_ffmpeg(out: Path, videos: int, repeats: int) -> dict:
+    """One core, interleaved: `write_shard` (schema v2 default) vs `ffmpeg_alone` over the
+    same windows of real-looking footage; windows/s of each and their ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from footage import make_footage
+
+    from preprocessing.shards import write_shard
+
+    files = []
+    for i in range(videos):
+        f = out / "footage" / f"f{i}.mp4"
+        files.append(f if f.is_file() else make_footage(f, 12.0, seed=i))
+    clips = _footage_clips(files)
+    n_windows = sum(len(c["windows"]) for c in clips)
+    writer_s, ffmpeg_s = [], []
+    for r in range(repeats):
+        cfg = PreprocessConfig(source="audioset", videos=str(out), segments="-",
+                               out=str(out / f"writer_{r}"), cpus_per_task=1)  # fmt: skip
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        t0 = time.perf_counter()
+        stats = write_shard(cfg, {"name": "bench-000000", "clips": clips})
+        writer_s.append(time.perf_counter() - t0)
+        assert stats["samples"] == n_windows, stats["errors"][:3]
+        ffmpeg_s.append(sum(ffmpeg_alone(cfg, c) for c in clips))
+    w, f = min(writer_s), min(ffmpeg_s)
+    return {
+        "windows": n_windows,
+        "encoding": "h264 crf 23 preset fast, one key frame per window + Opus 96k",
+        "writer_windows_per_s": round(n_windows / w, 3),
+        "ffmpeg_alone_windows_per_s": round(n_windows / f, 3),
+        "ratio_writer_to_ffmpeg": round(f / w, 3),
+        "bytes_per_window": round(stats["bytes"] / n_windows),
+        "target": ">= 0.7",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -230,8 +326,15 @@ def main() -> None:
         default=2,
         help="interleaved repeats; the best of each is kept (shared machines are noisy)",
     )
+    ap.add_argument(
+        "--only-vs-ffmpeg", action="store_true",
+        help="only the shard writer vs ffmpeg alone comparison (no Ray runs)",
+    )  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
+    if args.only_vs_ffmpeg:
+        print(json.dumps(shard_writer_vs_ffmpeg(out, 3, args.repeats), indent=2))
+        return
     corpus = out / "corpus"
     if not (corpus / "howto100m" / "caption.json").is_file():
         subprocess.run(
@@ -296,6 +399,7 @@ def main() -> None:
         "ray_start_s": {f"{c}cpu": r["ray_start_s"] for c, r in runs.items()},
         "bytes_per_sample": runs[2]["summary"]["bytes_per_sample"],
         "encodings_per_window": enc,
+        "shard_writer_vs_ffmpeg": shard_writer_vs_ffmpeg(out, 3, args.repeats),
         "targets": {"ratio_pipeline_to_limit": ">= 0.7", "speedup_2cpu_vs_1cpu": ">= 1.7"},
     }
     print(json.dumps(report, indent=2))

@@ -32,7 +32,8 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
     }
     report["passed"] = report["r1_over_chance"] >= 5 and after["t2v_r1"] > before["t2v_r1"]
     if eval_dir:
-        report["evaluations"] = evaluations(Path(eval_dir))
+        va = report["video_audio"]
+        report["evaluations"] = evaluations(Path(eval_dir), audio_aligned=bool(va and va["learnt"]))
         required = [e for e in report["evaluations"] if e["required"]]
         report["passed"] &= all(e["trained_beats_untrained"] for e in required)
     Path(out).write_text(json.dumps(report, indent=2))
@@ -58,8 +59,12 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
         print(
             f"  video-audio NCE at the last step {va['nce_va']:.3f}, its chance level "
             f"ln(2B - 1) = {va['chance_level']:.3f} for global batch {va['global_batch']}: "
-            f"{'aligned' if va['learnt'] else 'audio is not aligned with video yet'}, so audio "
-            "zero-shot (through the video-audio space) is reported, not required"
+            + (
+                "aligned, so the audio evaluations are required too"
+                if va["learnt"]
+                else "audio is not aligned with video yet, so the audio evaluations (probe "
+                "and zero-shot) are reported, not required"
+            )
         )
     return 0 if report["passed"] else 1
 
@@ -80,7 +85,7 @@ def video_audio_alignment(summary: dict) -> dict | None:
     }
 
 
-def evaluations(eval_dir: Path) -> list[dict]:
+def evaluations(eval_dir: Path, audio_aligned: bool) -> list[dict]:
     """Headline number of every `vatt eval ... --compare-untrained` report under eval_dir."""
     rows = []
     for path in sorted(eval_dir.glob("*/report.json")):
@@ -89,9 +94,12 @@ def evaluations(eval_dir: Path) -> list[dict]:
         if row is None or row["untrained"] is None:
             continue
         row["trained_beats_untrained"] = row["trained"] > row["untrained"]
-        # Audio zero-shot needs audio aligned with video (NCE_va), which the short debug run
-        # does not reach (see video_audio_alignment): shown, not part of the verdict.
-        row["required"] = row["metric"] != "zero-shot top-1" or report.get("modality") != "audio"
+        # The audio tower learns only through NCE_va (spec section 3): until that is below its
+        # chance level (video_audio_alignment) the audio towers of the trained and untrained
+        # models are equally untaught, and an audio probe or zero-shot score moves by chance
+        # (one short debug run scored the ESC-50 probe 0.325, another with other DropToken
+        # draws 0.175, against 0.175 untrained): shown, not part of the verdict.
+        row["required"] = report.get("modality") != "audio" or audio_aligned
         rows.append(row | {"report": str(path)})
     return rows
 

@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# Idempotent installer: Debian ffmpeg + espeak-ng, .venv with CPU torch pinned, the project
-# editable with dev extras, and DeepSpeed's CPU comm op warmed into a fixed cache.
+# Idempotent installer: Debian ffmpeg + espeak-ng (+ the tests' sshd/rsync/ip with --test-tools),
+# .venv with CPU torch pinned, the project editable with dev extras, and DeepSpeed's CPU comm
+# op warmed into a fixed cache.
 # Why each step is here: ../shared/notes/platform.md (measured on the reference machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=python3
 
+# --test-tools (make test): also what tests/test_ray_up.py needs for its `ray up` box: an SSH
+# server and client, rsync (ray up's file_mounts), ip (the box's loopback).
+test_tools=0
+for arg in "$@"; do
+  case "$arg" in
+    --test-tools) test_tools=1 ;;
+    *) echo "install.sh: unknown option $arg (known: --test-tools)" >&2; exit 2 ;;
+  esac
+done
+
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ "$test_tools" = 1 ]; then
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+  command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[install] apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

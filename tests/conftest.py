@@ -73,6 +73,24 @@ def ray_left_clean(request):
         )
 
 
+@pytest.fixture
+def vatt_in_process(capsys):
+    """`vatt ARGS` through the real entry point (`pipeline.cli.main`) in this process: returns
+    (exit code, stderr). For usage errors, which stop before Ray or any work: a subprocess
+    each costs seconds of imports (tests still run the real process where it matters)."""
+    from pipeline.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()  # drop what came before
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return code, capsys.readouterr().err
+
+    return run
+
+
 def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
 

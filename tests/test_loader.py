@@ -105,8 +105,9 @@ def test_temporal_crop_is_a_strided_span_in_sync_with_audio(sample_shards, raw, 
             video, _ = augment_clip(
                 frames, audio, NO_AUG, shape.height, shape.width, torch.Generator()
             )
-            # The loader resizes in uint8: at most ~1/255 (x2 in [-1, 1]) from the float path.
-            matches.append(torch.allclose(video, b["video"][i], atol=3 / 255))
+            # The loader resizes in uint8 (H.264: inside FFmpeg, swscale bilinear): a few /255
+            # on average from the float path.
+            matches.append(float((video - b["video"][i]).abs().mean()) < 0.04)
         assert any(matches), f"{key}: no start gives this clip's audio and frames"
 
 

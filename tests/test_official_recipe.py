@@ -40,7 +40,7 @@ def test_official_positions_add_layernorm_dropout_and_wider_tables():
         torch.cat([p.detach().flatten() for p in official.video_embed.pos.parameters()]).std()
     )
     assert std == pytest.approx(d**-0.5, rel=0.1)  # paper: 0.02
-    assert float(paper.video_embed.pos.temporal.std()) < 0.03
+    assert float(paper.video_embed.pos.temporal.detach().std()) < 0.03
     # Normalised after the positions: every token has zero mean, unit variance (eval: no drop).
     official.eval()
     tokens, _ = official.video_embed(_batch()["video"])
@@ -123,3 +123,43 @@ def test_official_preset_selects_every_option():
     assert model.position_embedding == "official" and model.video_temporal_positions
     assert model.head.text_bn_valid_only
     assert cfg.optim.schedule == "half_cosine" and cfg.optim.warmup_steps == 5000
+    aug = cfg.data.augment
+    assert aug.jitter_prob == 0.8 and aug.brightness_mode == "add" and aug.hue == 0.2
+    assert aug.brightness == pytest.approx(32 / 255)
+    assert aug.contrast == aug.saturation == 0.4
+
+
+def test_official_colour_jitter_probability_and_additive_brightness():
+    """DMVR's color_default_augm: jitter with p 0.8, brightness +-32/255 added, hue 0.2;
+    the loader's device path applies the same values as the one-clip CPU transform."""
+    from training.data.augment import (
+        AugmentConfig,
+        augment_batch,
+        color_jitter,
+        draw_jitter,
+        jitter_identity,
+    )
+
+    cfg = AugmentConfig(brightness=32 / 255, brightness_mode="add", hue=0.2, jitter_prob=0.8)
+    gen = torch.Generator().manual_seed(0)
+    draws = [draw_jitter(cfg, gen) for _ in range(2000)]
+    untouched = sum(d == jitter_identity(cfg) for d in draws) / len(draws)
+    assert untouched == pytest.approx(0.2, abs=0.03)
+    b = torch.tensor([d[0] for d in draws])
+    assert b.abs().max() <= 32 / 255 and b.min() < -0.1 and b.max() > 0.1
+    assert max(abs(d[3]) for d in draws) <= 0.2 and max(abs(d[3]) for d in draws) > 0.15
+    # The default draws nothing extra: its stream and values are unchanged by the option.
+    default = AugmentConfig()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert draw_jitter(default, g1) == draw_jitter(AugmentConfig(jitter_prob=1.0), g2)
+    assert jitter_identity(default) == (1.0, 1.0, 1.0, 0.0)
+    # Device path == CPU path for the same values, additive brightness included.
+    video = torch.randint(0, 256, (1, 2, 8, 8, 3), dtype=torch.uint8)
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    jitter = torch.tensor([draw_jitter(cfg, gen_a)])
+    while jitter[0, 0] == 0.0:  # a clip that was jittered
+        jitter = torch.tensor([draw_jitter(cfg, gen_a)])
+        draw_jitter(cfg, gen_b)
+    out, _ = augment_batch(video, torch.zeros(1, 4, dtype=torch.int16), jitter, torch.zeros(1), cfg)
+    cpu = color_jitter(video[0].permute(0, 3, 1, 2).float() / 255, cfg, gen_b)
+    torch.testing.assert_close(out[0], cpu.permute(0, 2, 3, 1) * 2 - 1, atol=1e-5, rtol=0)

@@ -296,7 +296,7 @@ def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_pat
     assert not list((out / "shards").glob("*.tmp-*"))
 
 
-def test_cli_exit_codes(corpus, tmp_path):
+def test_cli_exit_codes(corpus, tmp_path, vatt_in_process):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def vatt(*args):
@@ -317,13 +317,9 @@ def test_cli_exit_codes(corpus, tmp_path):
             "missing.yaml: not found",
         ),
     ]:
-        r = vatt(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert (
-            needle in r.stderr
-            and len(r.stderr.strip().splitlines()) == 1
-            and "Traceback" not in r.stderr
-        ), r.stderr
+        code, err = vatt_in_process(*args)
+        assert code == 2, (args, err)
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     # Too many bad inputs for the threshold: one line, exit 1, but the good shards are written.
     r = vatt(
         *base,

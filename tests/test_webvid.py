@@ -311,7 +311,7 @@ def test_webvid_bad_rows_are_recorded_and_nothing_else_lost(webvid_run):
 
 
 @pytest.mark.slow
-def test_webvid_cli_exit_codes(webvid_corpus, tmp_path):
+def test_webvid_cli_exit_codes(webvid_corpus, tmp_path, vatt_in_process):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def vatt(*args):
@@ -339,10 +339,10 @@ def test_webvid_cli_exit_codes(webvid_corpus, tmp_path):
         ),
         (["preprocess", "webvid", "--videos", videos, "--csv"], "expected one argument"),
     ]:
-        r = vatt(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert needle in r.stderr and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        code, err = vatt_in_process(*args)
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert needle in err and len(lines) == 1 and "Traceback" not in err, err
     # A CSV without the caption column: one line, exit 1, the reason in errors.parquet.
     bad = write_csv(tmp_path / "bad.csv", [["1001", "000001_000050"]], ["videoid", "page_dir"])
     r = vatt(

@@ -37,11 +37,13 @@ DATASETS = ("howto100m", "audioset")
 # Shard window of `vatt preprocess` (preprocessing.config.PreprocessConfig.window_seconds).
 WINDOW_S = 4.0
 # Documented defaults, used when bench_out/ has no figure (README "Measured figures", the
-# reference 2-core VM, JPEG + int16 shards of the synthetic sample corpus).
+# reference 2-core VM). Preprocessing: JPEG + int16 shards of the synthetic sample corpus.
 DEFAULT_PREPROCESS_CLIPS_PER_CORE = 7.7  # whole job incl. probing, 1 CPU
-DEFAULT_LOADER_CLIPS_PER_CORE = 10.5  # decode + augment at 32x224x224 (10-11 measured)
-# JPEG frames (short side 256, q 3) of real footage: ~15 kB x 40 + 384 kB int16 audio.
-DEFAULT_BYTES_PER_WINDOW = 1_000_000
+# benchmarks/loader.py, schema v2 default (H.264 + Opus) at 32x224x224, real-looking footage:
+# decode with the crop/resize inside the decoder + uint8 hand-off (v1 JPEG + float: 7.6).
+DEFAULT_LOADER_CLIPS_PER_CORE = 22.1
+# benchmarks/loader.py: H.264 crf 23 (138 kB) + Opus 96k (45 kB) + JSON per 4 s window.
+DEFAULT_BYTES_PER_WINDOW = 183_674
 # cluster.yaml: 4 GPU workers x 8 H100 (p5.48xlarge, 192 vCPUs), 32 CPU workers x 32 vCPUs.
 DEFAULT_GPUS = 32
 DEFAULT_CPUS = 1024
@@ -220,14 +222,16 @@ def resolve_inputs(
     inputs = {
         "windows": _windows(req),
         "bytes_per_window": measured.get("bytes_per_window")
-        or Figure(DEFAULT_BYTES_PER_WINDOW, "B", "assumption",
-                  "JPEG frames of real footage (~15 kB x 40) + int16 audio (384 kB)"),
+        or Figure(DEFAULT_BYTES_PER_WINDOW, "B", "measured",
+                  "README 'Measured figures' (schema v2 default: H.264 + Opus, real-looking "
+                  "footage; v1 JPEG + int16: 910 kB)"),
         "preprocess_clips_per_s_per_core": measured.get("preprocess_clips_per_s_per_core")
         or Figure(DEFAULT_PREPROCESS_CLIPS_PER_CORE, "clips/s", "measured",
                   "README 'Measured figures' (whole job, 1 CPU, synthetic 240-360p video)"),
         "loader_clips_per_s_per_core": measured.get("loader_clips_per_s_per_core")
         or Figure(DEFAULT_LOADER_CLIPS_PER_CORE, "clips/s", "measured",
-                  "README 'Measured figures' (decode + augment, 32x224x224)"),
+                  "README 'Measured figures' (schema v2 loader: decode + crop in uint8, "
+                  "32x224x224; jitter on the GPU)"),
         "train_tflop_per_clip": Figure(
             flops / 1e12, "TFLOP", "derived",
             f"3 x forward FLOPs of {cfg.name} at {tok.frames}x{tok.height}x{tok.width}, "

@@ -29,6 +29,12 @@ class AugmentConfig:
     contrast: float = 0.4
     saturation: float = 0.4
     hue: float = 0.1
+    # "scale": brightness multiplies by a factor in [1-s, 1+s] (torchvision). "add": adds a
+    # delta in [-s, s] (TF's random_brightness; DMVR's color_default_augm uses s = 32/255).
+    brightness_mode: str = "scale"
+    # Probability that a clip gets the colour jitter at all (DMVR applies it with 0.8); below 1
+    # one extra draw per clip decides, so the default's draws are unchanged.
+    jitter_prob: float = 1.0
     # Gaussian noise on the waveform, std = audio_noise * max|x| (spec: 0.01); 0 disables.
     audio_noise: float = 0.01
 
@@ -44,6 +50,10 @@ class AugmentConfig:
                 raise ValueError(f"augment.{name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"augment.hue={self.hue} must be in [0, 0.5]")
+        if self.brightness_mode not in ("scale", "add"):
+            raise ValueError(f"augment.brightness_mode={self.brightness_mode!r}: scale or add")
+        if not 0.0 <= self.jitter_prob <= 1.0:
+            raise ValueError(f"augment.jitter_prob={self.jitter_prob} must be in [0, 1]")
 
 
 def _as_float_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -195,20 +205,48 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, gen: Generator) -> torch.T
     """Brightness, contrast, saturation, hue in that fixed order, one factor each per clip.
 
     x: float [T, 3, H, W] in [0, 1], modified in place. A zero strength skips that op (no
-    draw, exact identity).
+    draw, exact identity); the values are `draw_jitter`'s.
     """
+    b, c, s, h = draw_jitter(cfg, gen)
     if cfg.brightness > 0:
-        x = _blend_(x, 0.0, _uniform(gen, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness))
+        if cfg.brightness_mode == "add":
+            x = x.add_(b).clamp_(0.0, 1.0)
+        else:
+            x = _blend_(x, 0.0, b)
     if cfg.contrast > 0:
-        factor = _uniform(gen, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)
         # Per-frame mean grey level, as torchvision does for each image of a batch.
-        x = _blend_(x, _grayscale(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
+        x = _blend_(x, _grayscale(x).mean(dim=(-3, -2, -1), keepdim=True), c)
     if cfg.saturation > 0:
-        factor = _uniform(gen, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)
-        x = _blend_(x, _grayscale(x), factor)
+        x = _blend_(x, _grayscale(x), s)
     if cfg.hue > 0:
-        x = adjust_hue(x, _uniform(gen, -cfg.hue, cfg.hue))
+        x = adjust_hue(x, h)
     return x
+
+
+def jitter_identity(cfg: AugmentConfig) -> tuple[float, float, float, float]:
+    """The jitter values that change nothing: brightness factor 1 (or delta 0 with "add"),
+    contrast and saturation factors 1, hue shift 0."""
+    return (0.0 if cfg.brightness_mode == "add" else 1.0, 1.0, 1.0, 0.0)
+
+
+def draw_jitter(cfg: AugmentConfig, gen: Generator) -> tuple[float, float, float, float]:
+    """One clip's colour jitter values (brightness, contrast, saturation, hue), drawn in that
+    order; a zero strength draws nothing. With `jitter_prob` < 1 one draw first decides whether
+    the clip is jittered at all (the values are then still drawn, so the stream stays aligned)."""
+    apply = cfg.jitter_prob >= 1.0 or _uniform(gen, 0.0, 1.0) < cfg.jitter_prob
+    b, c, s, h = jitter_identity(cfg)
+    if cfg.brightness > 0:
+        if cfg.brightness_mode == "add":
+            b = _uniform(gen, -cfg.brightness, cfg.brightness)
+        else:
+            b = _uniform(gen, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)
+    if cfg.contrast > 0:
+        c = _uniform(gen, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)
+    if cfg.saturation > 0:
+        s = _uniform(gen, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)
+    if cfg.hue > 0:
+        h = _uniform(gen, -cfg.hue, cfg.hue)
+    return (b, c, s, h) if apply else jitter_identity(cfg)
 
 
 def add_audio_noise(audio: torch.Tensor, strength: float, gen: Generator) -> torch.Tensor:
@@ -261,8 +299,6 @@ def augment_clip(
 # The distribution is the same; the only difference is that the resized crop is rounded to
 # uint8 before jitter (at most 1/255 per pixel before jitter; measured in tests/test_loader.py).
 
-JITTER_IDENTITY = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
-
 
 @dataclass(frozen=True)
 class ClipParams:
@@ -280,17 +316,9 @@ def draw_clip_params(height: int, width: int, cfg: AugmentConfig, gen: Generator
     zero strength draws nothing, as there)."""
     box = random_resized_crop_box(height, width, cfg.crop_area, cfg.crop_aspect, gen)
     flip = bool(cfg.flip and _uniform(gen, 0.0, 1.0) < 0.5)
-    b, c, s, h = JITTER_IDENTITY
-    if cfg.brightness > 0:
-        b = _uniform(gen, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)
-    if cfg.contrast > 0:
-        c = _uniform(gen, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast)
-    if cfg.saturation > 0:
-        s = _uniform(gen, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation)
-    if cfg.hue > 0:
-        h = _uniform(gen, -cfg.hue, cfg.hue)
+    jitter = draw_jitter(cfg, gen)
     seed = _randint(gen, 0, 2**62) if cfg.audio_noise > 0 else 0
-    return ClipParams(box, flip, (b, c, s, h), seed)
+    return ClipParams(box, flip, jitter, seed)
 
 
 def crop_resize_flip_u8(
@@ -338,7 +366,7 @@ def augment_batch(
     x = video.permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, H, W]
     f = jitter.to(x.device, torch.float32).view(-1, 4, 1, 1, 1, 1).unbind(1)  # 4 x [B,1,1,1,1]
     if cfg.brightness > 0:
-        x = x.mul_(f[0]).clamp_(0.0, 1.0)
+        x = (x.add_(f[0]) if cfg.brightness_mode == "add" else x.mul_(f[0])).clamp_(0.0, 1.0)
     if cfg.contrast > 0:
         mean = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
         x = x.mul_(f[1]).add_((1.0 - f[1]) * mean).clamp_(0.0, 1.0)

@@ -330,13 +330,26 @@ class _ClipMaker:
             span = T * frame_stride
             start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
             frames = slice(start, min(n, start + span), frame_stride)
-        decoded = shard_format.decode_sample({**raw, shard_format.META_MEMBER: meta}, frames)
-        video = decoded["video"]  # uint8 [t <= T, H0, W0, 3]
+        # Every draw of the clip, then the decode: an H.264 member is cropped and resized
+        # inside the decoder (uint8 out); JPEG frames come whole and are cut here.
+        params = draw_clip_params(meta["height"], meta["width"], self.data.augment, self.gen)
+        decoded = shard_format.decode_sample(
+            {**raw, shard_format.META_MEMBER: meta}, frames,
+            crop=params.box, out_size=(self.shape.height, self.shape.width),
+        )  # fmt: skip
+        video = decoded["video"]  # uint8 [t <= T, H0, W0, 3] (or already [t, H, W, 3])
         if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
             raise ValueError(f"decoded video has shape {video.shape}")
         if video.shape[0] < T:  # window shorter than the clip: hold the last frame
             pad = np.repeat(video[-1:], T - video.shape[0], axis=0)
             video = np.concatenate([video, pad])
+        if decoded["cropped"]:
+            video_t = torch.from_numpy(video)
+            if params.flip:
+                video_t = video_t.flip(2)  # width axis of [T, H, W, 3]
+            video_t = video_t.contiguous()
+        else:
+            video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
 
         # The audio under the same span: start at the first frame's time; int16 until the
         # device (pooling and noise happen there).
@@ -348,9 +361,6 @@ class _ClipMaker:
         wave = np.zeros(need, np.int16)  # window shorter than the clip: silence after its end
         part = audio[a0 : a0 + need]
         wave[: len(part)] = part
-
-        params = draw_clip_params(video.shape[1], video.shape[2], self.data.augment, self.gen)
-        video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
 
         source = raw["__source__"]
         K, L = self.data.num_captions, self.data.max_words
