@@ -35,7 +35,7 @@ def load_clips(
         entry = files.get(str(meta["video_id"]))
         if entry is None:
             continue
-        n = len(meta["frame_sizes"])
+        n = meta["num_frames"]
         decoded = shard_format.decode_sample(
             {**raw, shard_format.META_MEMBER: meta},
             shard_format.sparse_frame_indices(n, frames),  # middle frame of each segment

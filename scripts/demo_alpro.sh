@@ -10,7 +10,7 @@ t0=$SECONDS
 echo "== 1/5 WebVid-style sample set -> $OUT/corpus"
 $VATT sample-data "$OUT/corpus" --reuse --no-progress --videos 0 --audioset-clips 0 \
   --msrvtt-videos 0 --ucf101-groups 0 --esc50-clips-per-class 0 --youcook2-videos 0 \
-  --kinetics-clips-per-class 0 --webvid-clips "${WEBVID_CLIPS:-48}" --webvid-pairs "${WEBVID_PAIRS:-32}"
+  --kinetics-clips-per-class 0 --webvid-clips "${WEBVID_CLIPS:-96}" --webvid-pairs "${WEBVID_PAIRS:-64}"
 echo "== 2/5 preprocess webvid (train, val) -> $OUT/shards"
 W="$OUT/corpus/webvid"
 $VATT preprocess webvid --videos "$W/videos" --csv "$W/results_train.csv" --out "$OUT/shards/webvid"

@@ -93,7 +93,10 @@ def vtm_balanced_accuracy(
     p_neg = model.match_logits(torch.stack(neg_v), torch.stack(neg_t)).softmax(-1)[:, 1]
     tpr = (p_pos > 0.5).float().mean().item()
     tnr = (p_neg <= 0.5).float().mean().item()
-    return {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr}
+    # ROC AUC (threshold-free): the chance that a positive outranks a negative.
+    auc = (p_pos[:, None] > p_neg[None]).float() + 0.5 * (p_pos[:, None] == p_neg[None]).float()
+    return {"balanced_accuracy": (tpr + tnr) / 2, "tpr": tpr, "tnr": tnr,
+            "auc": auc.mean().item()}  # fmt: skip
 
 
 def topic_mask(tokenizer, caption: str, words: list[str], max_len: int) -> tuple[list, list]:
