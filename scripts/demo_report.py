@@ -30,7 +30,16 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
         "loss_curve_png": str(Path(run_dir) / "plots" / "loss.png"),
         "video_audio": video_audio_alignment(summary),
     }
-    report["passed"] = report["r1_over_chance"] >= 5 and after["t2v_r1"] > before["t2v_r1"]
+    # The verdict on held-out retrieval. The sample corpus has 8 topics with 2 held-out videos
+    # each and nothing else to tell two same-topic videos apart, so R@1 is capped at 0.5 and
+    # binomial: even a perfect topic matcher scores 0.5 +- 0.125 over 16 videos and falls
+    # under "R@1 >= 5x chance" 4% of the time, one that ranks the right topic first 3 times
+    # in 4 does 22% of the time (runs of this demo scored 0.188-0.5). R@5 measures the topic
+    # matching itself: >= 2x its chance level (5/N) rejects a random ranking at p < 0.01 over
+    # 16 videos; R@1 must still beat the untrained model.
+    report["chance_r5"] = min(1.0, 5 / after["num_scored"])
+    report["r5_over_chance"] = after["t2v_r5"] / report["chance_r5"]
+    report["passed"] = report["r5_over_chance"] >= 2 and after["t2v_r1"] > before["t2v_r1"]
     if eval_dir:
         va = report["video_audio"]
         report["evaluations"] = evaluations(Path(eval_dir), audio_aligned=bool(va and va["learnt"]))
@@ -44,8 +53,9 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
         f"({report['r1_over_chance']:.1f}x chance R@1 {chance:.3f})\n"
         f"  loss {report['loss_first']:.3f} -> {report['loss_last']:.3f} over "
         f"{report['steps']} steps; curve: {report['loss_curve_png']}\n"
-        f"  {'PASS' if report['passed'] else 'FAIL'}: R@1 >= 5x chance and above the untrained "
-        f"model{', and every evaluation marked * above the untrained model' if eval_dir else ''}"
+        f"  {'PASS' if report['passed'] else 'FAIL'}: R@5 >= 2x chance "
+        f"({report['r5_over_chance']:.1f}x of {report['chance_r5']:.3f}) and R@1 above the "
+        f"untrained model{', and every evaluation marked * above the untrained model' if eval_dir else ''}"
         f" ({out})"
     )
     for e in report.get("evaluations", []):
