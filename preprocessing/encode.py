@@ -15,6 +15,12 @@ DEFAULT_AUDIO_BITRATE = {"opus": 96_000, "aac": 128_000}
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
+# The same input gives the same bytes: without it the Ogg muxer draws a random stream serial
+# number per member (and writes the encoder's version), so a rerun or a retried task after a
+# lost node would write other bytes for the same sample.
+BITEXACT = {"fflags": "+bitexact"}
+
+
 def encode_h264(
     frames: list[np.ndarray],
     width: int,
@@ -34,7 +40,7 @@ def encode_h264(
 
     gop = keyint if keyint > 0 else max(1, len(frames))
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
+    with av.open(buf, "w", format="mp4", options=BITEXACT) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = threads
@@ -61,7 +67,8 @@ def encode_audio_member(
 
     encoder = {"opus": "libopus", "aac": "aac", "flac": "flac"}[codec]
     buf = io.BytesIO()
-    with av.open(buf, "w", format=_AUDIO_FORMATS[AUDIO_CODECS[codec]]) as container:
+    fmt = _AUDIO_FORMATS[AUDIO_CODECS[codec]]
+    with av.open(buf, "w", format=fmt, options=BITEXACT) as container:
         stream = container.add_stream(encoder, rate=sample_rate, layout="mono")
         stream.codec_context.thread_count = threads
         if codec in DEFAULT_AUDIO_BITRATE:

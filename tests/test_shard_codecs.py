@@ -175,3 +175,16 @@ def test_opus_needs_a_rate_it_supports():
     with pytest.raises(ValueError, match="opus needs sample_rate"):
         _cfg(sample_rate=32000)
     assert _cfg(sample_rate=32000, audio_codec="flac").audio_codec == "flac"
+
+
+@pytest.mark.parametrize("codec", ["opus", "aac", "flac"])
+def test_members_are_byte_identical_for_the_same_input(codec):
+    """Reproducible shards: a rerun, or a task retried after a lost node, writes the same bytes
+    (the Ogg muxer's random stream serial is what broke this before `BITEXACT`)."""
+    from preprocessing.encode import encode_audio_member, encode_h264
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(48_000) * 3000).astype(np.int16)
+    assert encode_audio_member(audio, 48_000, codec) == encode_audio_member(audio, 48_000, codec)
+    planes = [rng.integers(0, 256, (96 * 3 // 2, 128), dtype=np.uint8) for _ in range(10)]
+    assert encode_h264(planes, 128, 96, 10.0) == encode_h264(planes, 128, 96, 10.0)
