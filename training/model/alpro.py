@@ -38,7 +38,7 @@ from torch import nn
 from training.model.config import TransformerConfig
 from training.model.positions import Spatial2dVideoPositions
 from training.model.tokenizers import VideoTokenizer
-from training.model.transformer import Transformer, prepend_token
+from training.model.transformer import Transformer, init_weights, prepend_token
 from training.model.vivit import FactorisedSelfAttentionBlock
 
 # The released ALPRO's trainable parameters in pre-training (TimeSformer-B/16 at 4 frames,
@@ -316,7 +316,7 @@ class Alpro(nn.Module):
             self.pem_head = nn.Sequential(
                 nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, cfg.num_entities)
             )
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for p in (self.video_encoder.cls_token, *self.video_encoder.pos.parameters()):
             nn.init.trunc_normal_(p, std=0.02)
         for block in self.video_encoder.blocks.blocks:
@@ -460,19 +460,6 @@ def hard_negatives(
             torch.multinomial(weights_t2v, 1).squeeze(1),
             torch.multinomial(weights_v2t, 1).squeeze(1),
         )
-
-
-def _init_weights(module: nn.Module) -> None:
-    """BERT/ViT-style init: truncated normal(0.02) weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
 
 __all__ = [

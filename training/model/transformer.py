@@ -117,3 +117,17 @@ class Transformer(nn.Module):
 def prepend_token(token: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(1, 1, D) learnable token + (B, N, D) tokens -> (B, 1 + N, D)."""
     return torch.cat([token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT/BERT-style init for `module.apply`: truncated normal(0.02) Linear and Embedding
+    weights, zero biases and padding row (both model families use it)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()

@@ -25,7 +25,7 @@ from training.model.positions import (
     VideoPositions,
 )
 from training.model.tokenizers import AudioTokenizer, TextTokenizer, VideoTokenizer
-from training.model.transformer import Transformer, prepend_token
+from training.model.transformer import Transformer, init_weights, prepend_token
 from training.model.vivit import build_video_backbone
 
 MODALITIES = ("video", "audio", "text")
@@ -157,7 +157,7 @@ class VATT(nn.Module):
         self.video_head = VideoHead(cfg.video.d_model, cfg.head)
         self.audio_head = build_audio_head(cfg.audio.d_model, cfg.head)
         self.text_head = build_text_head(cfg.text.d_model, cfg.head)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for embed in (self.video_embed, self.audio_embed, self.text_embed):
             nn.init.trunc_normal_(embed.agg_token, std=0.02)
         for embed, tower in ((self.video_embed, cfg.video), (self.audio_embed, cfg.audio)):
@@ -275,19 +275,6 @@ class VATT(nn.Module):
         for part in counts.values():
             part["total"] = part["tokenizer"] + part["backbone"] + part["head"]
         return counts
-
-
-def _init_weights(module: nn.Module) -> None:
-    """ViT/BERT-style init: truncated normal(0.02) weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
 
 def with_video_grid(model: VATT, frames: int, height: int, width: int) -> VATT:
