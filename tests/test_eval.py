@@ -6,12 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import VATT
+from conftest import ROOT
 
 from pipeline.cli import main
 
@@ -195,8 +194,9 @@ def test_linear_probe_on_kinetics_csvs_with_multi_view_testing(
           "--videos", ".", "--out", "o"], "missing column"),
     ],
 )  # fmt: skip
-def test_bad_command_lines_exit_2_with_one_line(args, message):
-    proc = subprocess.run([*VATT, "eval", *args], capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_bad_command_lines_exit_2_with_one_line(args, message, vatt_in_process, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err = vatt_in_process("eval", *args)
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, VATT
+from conftest import ROOT
 
 from pipeline.configs import from_dict, set_dotted
 from training.checkpoint import find_latest_checkpoint
@@ -194,14 +193,9 @@ def test_zero3_smoke_corrupt_samples_skipped_and_export(sample_shards, ray_local
         ("data.howto100m=/nonexistent/shards", "data.howto100m=/nonexistent/shards"),
     ],
 )
-def test_bad_config_is_one_line_exit_2(override, message):
-    proc = subprocess.run(
-        [*VATT, "train", "--config", "debug", override],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+def test_bad_config_is_one_line_exit_2(override, message, vatt_in_process, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err = vatt_in_process("train", "--config", "debug", override)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
