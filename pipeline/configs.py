@@ -7,6 +7,7 @@ job command shares (`--config`, `--address`, `--num-cpus`, `--print-config`).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,6 +99,37 @@ def add_job_arguments(p, *, config_help: str, overrides_example: str, what: str 
         "--print-config", action="store_true", help=f"print the resolved {what} and exit"
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {overrides_example}")
+
+
+def add_job_parser(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    examples: str,
+    keys: str,
+    preset_dir: Path,
+    overrides_example: str,
+    what: str = "config",
+    config_help: str = "",
+) -> argparse.ArgumentParser:
+    """The `vatt NAME --config CONFIG [KEY=VALUE ...]` subcommand of a config-driven job
+    (train, finetune, tune), with the options of `add_job_arguments`. Its epilog lists
+    `examples` (indented lines), the bundled configs in `preset_dir` (read now, so a new
+    preset shows up in --help by itself) and `keys` (where the keys are documented).
+    `config_help` defaults to naming the bundled configs. Returns the parser."""
+    names = ", ".join(bundled_names(preset_dir))
+    p = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"examples:\n{examples}bundled {what}s (--config NAME): {names}\n{keys}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_help = config_help or f"YAML file, or the name of a bundled {what} ({names})"
+    add_job_arguments(p, config_help=config_help, overrides_example=overrides_example, what=what)
+    return p
 
 
 def build(

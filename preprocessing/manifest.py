@@ -146,6 +146,91 @@ def _row(video: InputVideo, stage: str, reason: str, fatal: bool = True) -> Erro
     return ErrorRow(video.source, video.video_id, stage, reason, video.path, fatal)
 
 
+def _whole_clip_window(
+    cfg: PreprocessConfig, video: InputVideo, duration: float, errors: list[ErrorRow]
+) -> tuple[list[ClipWindow], float] | None:
+    """WebVid: one sample per clip, the whole clip with its frames spread over it (config.py);
+    the frame rate is what puts `clip_frames` frames in it."""
+    if duration < cfg.min_clip_seconds:
+        reason = f"clip is {duration:.2f}s, shorter than min_clip_seconds={cfg.min_clip_seconds:g}"
+        errors.append(_row(video, "window", reason))
+        return None
+    end = round(duration, 3)
+    caption = Caption(video.captions[0].text, 0.0, end)
+    return [ClipWindow(0.0, end, anchor=0, captions=[caption])], cfg.clip_frames / end
+
+
+def _clip_windows(
+    cfg: PreprocessConfig, video: InputVideo, duration: float, errors: list[ErrorRow]
+) -> tuple[list[ClipWindow], float] | None:
+    """The windows of one probed input and the frame rate to store them at, or None (its
+    reason added to `errors`) when it gives no sample. Caption problems HowTo100M survives
+    (times clamped to the duration) are added to `errors` too."""
+    offset = 0.0
+    if video.source == "audioset":
+        where = segment_range(duration, video.segment_start, video.segment_end)
+        if isinstance(where, str):
+            errors.append(_row(video, "window", where))
+            return None
+        offset, duration = where[0], where[1] - where[0]
+    if video.source == "webvid":
+        return _whole_clip_window(cfg, video, duration, errors)
+    if duration < cfg.train_window_seconds:
+        short = f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s"
+        errors.append(_row(video, "window", f"{short} training window"))
+        return None
+    if video.source != "howto100m":
+        cover = cfg.audioset_windows == "cover"
+        windows = segment_windows(
+            duration, cfg.window_seconds, cfg.train_window_seconds, offset, cover=cover
+        )
+        return windows, cfg.fps
+    captions, errs = clamp_captions(video.captions, duration, video.video_id, video.path)
+    errors.extend(errs)
+    windows = caption_windows(
+        captions, duration, cfg.window_seconds, cfg.train_window_seconds, cfg.captions_per_window
+    )
+    if not windows:
+        errors.append(_row(video, "window", "no caption lies inside the video; no window"))
+        return None
+    return windows, cfg.fps
+
+
+def _clip_row(video: InputVideo, row: dict, fps: float, windows: list[ClipWindow]) -> dict:
+    """The plan of one clip, as `assign_shards` and the decode tasks read it."""
+    has_audio = bool(row["has_audio"]) and video.source != "webvid"  # WebVid: video + text
+    # What the sample's JSON records about the audio it holds.
+    audio_info = {
+        "index": row.get("audio_stream"),
+        "language": row.get("audio_language") or None,
+        "streams": row.get("audio_streams"),
+    }
+    return {
+        "clip_id": video.clip_id,
+        "video_id": video.video_id,
+        "source": video.source,
+        "path": video.path,
+        "has_audio": has_audio,
+        "video_stream": row.get("video_stream"),
+        "audio_stream": row.get("audio_stream") if has_audio else None,
+        "video_start": row.get("video_start") or 0.0,
+        "fps": fps,  # frames per second stored (WebVid: clip_frames / duration)
+        "audio_info": audio_info if has_audio else None,
+        "labels": list(video.labels),
+        "segment_start": video.segment_start,
+        "segment_end": video.segment_end,
+        "windows": [
+            {
+                "start": w.start,
+                "end": w.end,
+                "anchor": w.anchor,
+                "captions": [asdict(c) for c in w.captions],
+            }
+            for w in windows
+        ],
+    }
+
+
 def plan_clips(
     cfg: PreprocessConfig, inputs: list[InputVideo], manifest: list[dict]
 ) -> tuple[list[dict], list[ErrorRow]]:
@@ -164,91 +249,17 @@ def plan_clips(
             reason = f"its sample keys would collide with those of {key_owner[prefix]!r}"
             errors.append(_row(video, "input", reason))
             continue
-        duration = row["duration"]
-        offset = 0.0
-        if video.source == "audioset":
-            where = segment_range(duration, video.segment_start, video.segment_end)
-            if isinstance(where, str):
-                errors.append(_row(video, "window", where))
-                continue
-            offset, duration = where[0], where[1] - where[0]
-        fps = cfg.fps
-        if video.source == "webvid":
-            # One sample per clip: the whole clip, its frames spread over it (config.py).
-            if duration < cfg.min_clip_seconds:
-                reason = f"clip is {duration:.2f}s, shorter than min_clip_seconds={cfg.min_clip_seconds:g}"
-                errors.append(_row(video, "window", reason))
-                continue
-            end = round(duration, 3)
-            fps = cfg.clip_frames / end
-            text = video.captions[0].text
-            windows = [ClipWindow(0.0, end, anchor=0, captions=[Caption(text, 0.0, end)])]
-        elif duration < cfg.train_window_seconds:
-            short = f"clip is {duration:.2f}s, shorter than the {cfg.train_window_seconds}s"
-            errors.append(_row(video, "window", f"{short} training window"))
+        planned = _clip_windows(cfg, video, row["duration"], errors)
+        if planned is None:
             continue
-        elif video.source == "howto100m":
-            captions, errs = clamp_captions(video.captions, duration, video.video_id, video.path)
-            errors.extend(errs)
-            windows = caption_windows(
-                captions,
-                duration,
-                cfg.window_seconds,
-                cfg.train_window_seconds,
-                cfg.captions_per_window,
-            )
-            if not windows:
-                reason = "no caption lies inside the video; no window"
-                errors.append(_row(video, "window", reason))
-                continue
-        else:
-            windows = segment_windows(
-                duration,
-                cfg.window_seconds,
-                cfg.train_window_seconds,
-                offset,
-                cover=cfg.audioset_windows == "cover",
-            )
+        windows, fps = planned
         # WebVid samples never carry audio (ALPRO is video-text): no note for each clip.
         if not row["has_audio"] and video.source != "webvid":
             reason = "no audio stream: zero waveform with audio_mask 0"
             errors.append(_row(video, "probe", reason, fatal=False))
         errors += _stream_notes(video, row, cfg)
         key_owner[prefix] = video.clip_id
-        has_audio = bool(row["has_audio"]) and video.source != "webvid"
-        clips.append(
-            {
-                "clip_id": video.clip_id,
-                "video_id": video.video_id,
-                "source": video.source,
-                "path": video.path,
-                "has_audio": has_audio,
-                "video_stream": row.get("video_stream"),
-                "audio_stream": row.get("audio_stream") if has_audio else None,
-                "video_start": row.get("video_start") or 0.0,
-                "fps": fps,  # frames per second stored (WebVid: clip_frames / duration)
-                # What the sample's JSON records about the audio it holds.
-                "audio_info": {
-                    "index": row.get("audio_stream"),
-                    "language": row.get("audio_language") or None,
-                    "streams": row.get("audio_streams"),
-                }
-                if has_audio
-                else None,
-                "labels": list(video.labels),
-                "segment_start": video.segment_start,
-                "segment_end": video.segment_end,
-                "windows": [
-                    {
-                        "start": w.start,
-                        "end": w.end,
-                        "anchor": w.anchor,
-                        "captions": [asdict(c) for c in w.captions],
-                    }
-                    for w in windows
-                ],
-            }
-        )
+        clips.append(_clip_row(video, row, fps, windows))
     return clips, errors
 
 

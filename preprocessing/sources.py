@@ -66,6 +66,13 @@ class VideoIndex:
             if vid in used_ids
         ]
 
+    def skipped_rows(self, source: str, listed: set[str], reason: str) -> list[ErrorRow]:
+        """One row (not fatal) per file whose id the listing does not name: it is not used."""
+        return [
+            ErrorRow(source, vid, "input", reason, self.files[vid], fatal=False)
+            for vid in sorted(set(self.files) - listed)
+        ]
+
     def missing_reason(self, vid: str, what: str, folder: str, extensions: tuple) -> str:
         found = self.other.get(same_id(vid))
         hint = (
@@ -103,6 +110,18 @@ def index_videos(folder: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSI
         if len(found) > 1:
             index.unused[vid] = [p for _, p in found[1:]]
     return index
+
+
+def _index_folder(
+    videos: str | Path, extensions: tuple[str, ...], source: str, what: str
+) -> tuple[VideoIndex | None, list[ErrorRow]]:
+    """`index_videos` of the folder a listing names, or (None, [the one fatal row]) when it
+    cannot be listed: without it no entry can be matched to a file."""
+    try:
+        return index_videos(videos, extensions), []
+    except OSError as e:
+        reason = f"cannot list {what} folder {videos}: {e.strerror}"
+        return None, [ErrorRow(source, "", "input", reason, str(videos))]
 
 
 def _is_number(x: object) -> bool:
@@ -264,18 +283,9 @@ def read_howto100m(
     data, errors = read_caption_json(raw, cap_path)
     if data is None:
         return [], errors
-    try:
-        index = index_videos(videos, extensions)
-    except OSError as e:
-        return [], [
-            ErrorRow(
-                "howto100m",
-                "",
-                "input",
-                f"cannot list video folder {videos}: {e.strerror}",
-                str(videos),
-            )
-        ]
+    index, fatal = _index_folder(videos, extensions, "howto100m", "video")
+    if index is None:
+        return [], fatal
     inputs: list[InputVideo] = []
     for video_id in sorted(data):
         captions, errs = parse_caption_entry(video_id, data[video_id], cap_path)
@@ -292,18 +302,78 @@ def read_howto100m(
         inputs.append(InputVideo("howto100m", video_id, video_id, path, captions=captions))
     listed = {same_id(v) for v in data}
     errors += index.unused_rows("howto100m", {same_id(v.video_id) for v in inputs})
-    for vid in sorted(set(index.files) - listed):
-        errors.append(
-            ErrorRow(
-                "howto100m",
-                vid,
-                "input",
-                "video has no caption entry; skipped",
-                index.files[vid],
-                fatal=False,
-            )
-        )
+    errors += index.skipped_rows("howto100m", listed, "video has no caption entry; skipped")
     return inputs, errors
+
+
+def _read_listing(path: str | Path, source: str, stage: str) -> tuple[str | None, list[ErrorRow]]:
+    """A CSV listing's text, or (None, [the one fatal row]) when it cannot be read as UTF-8."""
+    where = str(path)
+    try:
+        return _decode_text(_read_input(path)), []
+    except OSError as e:
+        reason = f"cannot read {where}: {e.strerror}"
+    except UnicodeDecodeError as e:
+        reason = f"{where} is not UTF-8 ({e.reason} at byte {e.start})"
+    return None, [ErrorRow(source, "", stage, reason, where)]
+
+
+def _audioset_rows(segments_csv: str | Path) -> tuple[csv.reader | None, list[ErrorRow]]:
+    """A reader over the segment rows of the CSV (numbered from line 4), or (None, [the one
+    fatal row]) when it cannot be read or its three '#' header lines are not AudioSet's."""
+    seg_path = str(segments_csv)
+    text, errors = _read_listing(segments_csv, "audioset", "segments")
+    if text is None:
+        return None, errors
+    lines = text.splitlines()
+    header = [ln for ln in lines[:3] if ln.startswith("#")]
+    if len(header) != 3:
+        reason = f"{seg_path}: expected three '#' header lines, found {len(header)}"
+    elif [c.strip() for c in header[2].lstrip("#").split(",")] != AUDIOSET_HEADER:
+        expected = ", ".join(AUDIOSET_HEADER)
+        reason = f"{seg_path}: third header line must be '# {expected}', got {header[2]!r}"
+    else:
+        return csv.reader(io.StringIO("\n".join(lines[3:])), skipinitialspace=True), []
+    return None, [ErrorRow("audioset", "", "segments", reason, seg_path)]
+
+
+class _SegmentFiles:
+    """Finds the file of an AudioSet segment among a folder's files: cut
+    (<YTID>_<start>_<end>, any number format) or whole (<YTID>), each also with the Y prefix."""
+
+    def __init__(self, index: VideoIndex):
+        self.index = index
+        # Times rounded to ms, so `_1.5_11.5` and `_1.500_11.500` name the same segment.
+        self.cut: dict[tuple[str, float, float], str] = {}
+        for stem in index.files:
+            m = _SEGMENT_STEM.match(stem)
+            if m:
+                self.cut[(m["ytid"], round(float(m["start"]), 3), round(float(m["end"]), 3))] = stem
+
+    def find(self, ytid: str, start: float, end: float) -> str | None:
+        """The stem of the file holding this segment, or None."""
+        for name in (same_id(ytid), "Y" + same_id(ytid)):
+            stem = self.cut.get((name, round(start, 3), round(end, 3)))
+            if stem is None and name in self.index.files:
+                stem = name
+            if stem is not None:
+                return stem
+        return None
+
+
+def _parse_segment(row: list[str], where: str) -> tuple[str, float, float, list[str]] | str:
+    """One CSV row -> (ytid, start, end, labels), or the reason it is not a segment."""
+    if len(row) != 4:
+        return f"{where}: expected 4 fields, got {len(row)}"
+    ytid = row[0].strip()
+    try:
+        start, end = float(row[1]), float(row[2])
+    except ValueError:
+        return f"{where}: start/end are not numbers ({row[1]!r}, {row[2]!r})"
+    finite = math.isfinite(start) and math.isfinite(end)
+    if not ytid or not finite or start < 0 or end <= start:
+        return f"{where}: bad segment (ytid={ytid!r}, start={start}, end={end})"
+    return ytid, start, end, [x.strip() for x in row[3].split(",") if x.strip()]
 
 
 def read_audioset(
@@ -315,170 +385,46 @@ def read_audioset(
     Clip files may be named <YTID>_<start>_<end>.<ext> (any number format) or <YTID>.<ext>,
     each optionally with the `Y` prefix common downloaders add (Y<YTID>...)."""
     seg_path = str(segments_csv)
-    try:
-        text = _decode_text(_read_input(segments_csv))
-    except OSError as e:
-        return [], [
-            ErrorRow("audioset", "", "segments", f"cannot read {seg_path}: {e.strerror}", seg_path)
-        ]
-    except UnicodeDecodeError as e:
-        return [], [
-            ErrorRow(
-                "audioset",
-                "",
-                "segments",
-                f"{seg_path} is not UTF-8 ({e.reason} at byte {e.start})",
-                seg_path,
-            )
-        ]
-    lines = text.splitlines()
-    header = [ln for ln in lines[:3] if ln.startswith("#")]
-    if len(header) != 3:
-        return [], [
-            ErrorRow(
-                "audioset",
-                "",
-                "segments",
-                f"{seg_path}: expected three '#' header lines, found {len(header)}",
-                seg_path,
-            )
-        ]
-    columns = [c.strip() for c in header[2].lstrip("#").split(",")]
-    if columns != AUDIOSET_HEADER:
-        return [], [
-            ErrorRow(
-                "audioset",
-                "",
-                "segments",
-                f"{seg_path}: third header line must be '# {', '.join(AUDIOSET_HEADER)}', got {header[2]!r}",
-                seg_path,
-            )
-        ]
-
-    try:
-        index = index_videos(videos, extensions)
-    except OSError as e:
-        return [], [
-            ErrorRow(
-                "audioset",
-                "",
-                "input",
-                f"cannot list clip folder {videos}: {e.strerror}",
-                str(videos),
-            )
-        ]
-    by_segment: dict[tuple[str, float, float], str] = {}
-    for stem in index.files:
-        m = _SEGMENT_STEM.match(stem)
-        if m:
-            by_segment[(m["ytid"], round(float(m["start"]), 3), round(float(m["end"]), 3))] = stem
-
-    def find(ytid: str, start: float, end: float) -> str | None:
-        """The stem of the file holding this segment: cut (<YTID>_<start>_<end>) or whole
-        (<YTID>), each also with the Y prefix."""
-        for name in (same_id(ytid), "Y" + same_id(ytid)):
-            stem = by_segment.get((name, round(start, 3), round(end, 3)))
-            if stem is None and name in index.files:
-                stem = name
-            if stem is not None:
-                return stem
-        return None
-
+    reader, errors = _audioset_rows(segments_csv)
+    if reader is None:
+        return [], errors
+    index, fatal = _index_folder(videos, extensions, "audioset", "clip")
+    if index is None:
+        return [], fatal
+    files = _SegmentFiles(index)
     inputs: list[InputVideo] = []
-    errors: list[ErrorRow] = []
     seen: set[str] = set()
     used: set[str] = set()
-    reader = csv.reader(io.StringIO("\n".join(lines[3:])), skipinitialspace=True)
     for lineno, row in enumerate(reader, start=4):
         if not row or all(not c.strip() for c in row):
             continue
-        ytid = row[0].strip() if row else ""
-        if len(row) != 4:
-            errors.append(
-                ErrorRow(
-                    "audioset",
-                    ytid,
-                    "segments",
-                    f"{seg_path} line {lineno}: expected 4 fields, got {len(row)}",
-                    seg_path,
-                )
-            )
+        where = f"{seg_path} line {lineno}"
+        segment = _parse_segment(row, where)
+        if isinstance(segment, str):
+            errors.append(ErrorRow("audioset", row[0].strip(), "segments", segment, seg_path))
             continue
-        try:
-            start, end = float(row[1]), float(row[2])
-        except ValueError:
-            errors.append(
-                ErrorRow(
-                    "audioset",
-                    ytid,
-                    "segments",
-                    f"{seg_path} line {lineno}: start/end are not numbers ({row[1]!r}, {row[2]!r})",
-                    seg_path,
-                )
-            )
-            continue
-        if (
-            not ytid
-            or not (math.isfinite(start) and math.isfinite(end))
-            or start < 0
-            or end <= start
-        ):
-            errors.append(
-                ErrorRow(
-                    "audioset",
-                    ytid,
-                    "segments",
-                    f"{seg_path} line {lineno}: bad segment (ytid={ytid!r}, start={start}, end={end})",
-                    seg_path,
-                )
-            )
-            continue
-        labels = [x.strip() for x in row[3].split(",") if x.strip()]
+        ytid, start, end, labels = segment
         clip_id = f"{ytid}_{round(start * 1000)}_{round(end * 1000)}"  # ms: no dots in keys
         if clip_id in seen:
-            errors.append(
-                ErrorRow(
-                    "audioset",
-                    ytid,
-                    "segments",
-                    f"{seg_path} line {lineno}: duplicate segment {clip_id}; skipped",
-                    seg_path,
-                    fatal=False,
-                )
-            )
+            reason = f"{where}: duplicate segment {clip_id}; skipped"
+            errors.append(ErrorRow("audioset", ytid, "segments", reason, seg_path, fatal=False))
             continue
         seen.add(clip_id)
-        stem = find(ytid, start, end)
+        stem = files.find(ytid, start, end)
         if stem is None:
-            reason = index.missing_reason(
-                ytid, f"clip file for segment {clip_id}", str(videos), extensions
-            )
+            what = f"clip file for segment {clip_id}"
+            reason = index.missing_reason(ytid, what, str(videos), extensions)
             errors.append(ErrorRow("audioset", ytid, "input", reason, str(videos)))
             continue
         used.add(stem)
+        path = index.files[stem]
         inputs.append(
             InputVideo(
-                "audioset",
-                ytid,
-                clip_id,
-                index.files[stem],
-                labels=labels,
-                segment_start=start,
-                segment_end=end,
+                "audioset", ytid, clip_id, path, labels=labels, segment_start=start, segment_end=end
             )
         )
     errors += index.unused_rows("audioset", used)
-    for stem in sorted(set(index.files) - used):
-        errors.append(
-            ErrorRow(
-                "audioset",
-                stem,
-                "input",
-                "clip file matches no segment row; skipped",
-                index.files[stem],
-                fatal=False,
-            )
-        )
+    errors += index.skipped_rows("audioset", used, "clip file matches no segment row; skipped")
     return inputs, errors
 
 
@@ -523,6 +469,93 @@ def _read_webvid_header(
     return columns, reader
 
 
+def _webvid_lines(reader, csv_path: str, errors: list[ErrorRow]):
+    """Yield (line number, row) for every non-blank row after the header; a row the csv module
+    cannot parse ends the reading with one row in `errors` (it cannot resync after a broken
+    quote)."""
+    while True:
+        line = reader.line_num + 1  # where the next row starts (a quoted cell may span lines)
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            errors.append(
+                _webvid_error("", f"{csv_path} line {line}: not readable ({e})", csv_path)
+            )
+            return
+        if row is None:
+            return
+        if row and any(c.strip() for c in row):
+            yield line, row
+
+
+def _webvid_entry(
+    row: list[str], columns: list[str], where: str, csv_path: str
+) -> tuple[str, str] | ErrorRow:
+    """One CSV row -> (videoid, caption with its white space folded), or the row saying why
+    it is not usable."""
+    at = columns.index("videoid")
+    vid = row[at].strip() if at < len(row) else ""
+    if len(row) != len(columns):
+        reason = f"{where}: expected {len(columns)} fields, got {len(row)}"
+        return _webvid_error(vid, reason, csv_path)
+    if not vid:
+        return _webvid_error("", f"{where}: empty videoid", csv_path)
+    caption = " ".join(row[columns.index("name")].split())
+    if not caption:
+        return _webvid_error(vid, f"{where}: empty caption (name)", csv_path)
+    return vid, caption
+
+
+class _WebvidFiles:
+    """Finds the file of a WebVid row under the video folder `root`: the row's `path` cell,
+    else <root>/<page_dir>/<videoid>.<ext>, else <root>/<videoid>.<ext>. Each folder is
+    listed once, when a row first needs it."""
+
+    def __init__(self, videos: str | Path, extensions: tuple[str, ...]):
+        self.root = str(videos) if storage.is_uri(str(videos)) else os.path.abspath(videos)
+        self.extensions = extensions
+        self.indexes: dict[str, VideoIndex | str] = {}  # folder -> index, or why not listed
+
+    def find(self, vid: str, rel: str, page_dir: str) -> tuple[str | None, str]:
+        """The file of row `vid` (its `path` and `page_dir` cells, "" when absent), or
+        (None, why not)."""
+        return self._explicit(rel) if rel else self._by_id(vid, page_dir)
+
+    def _index_of(self, folder: str) -> VideoIndex | str:
+        if folder not in self.indexes:
+            try:
+                self.indexes[folder] = index_videos(folder, self.extensions)
+            except OSError as e:
+                self.indexes[folder] = f"cannot list video folder {folder}: {e.strerror or e}"
+        return self.indexes[folder]
+
+    def _explicit(self, rel: str) -> tuple[str | None, str]:
+        """The file a `path` cell names (relative to the root, or absolute), or (None, why)."""
+        root = self.root
+        if storage.is_uri(rel) or os.path.isabs(rel):
+            where = rel
+        else:
+            where = storage.join(root, rel) if storage.is_uri(root) else os.path.join(root, rel)
+        found = storage.exists(where) if storage.is_uri(where) else os.path.isfile(where)
+        return (where, "") if found else (None, f"missing video file {where}")
+
+    def _by_id(self, vid: str, page_dir: str) -> tuple[str | None, str]:
+        """<root>/<page_dir>/<vid>.<ext>, else <root>/<vid>.<ext>, or (None, why not)."""
+        folders = [storage.join(self.root, page_dir) if page_dir else self.root]
+        if page_dir:
+            folders.append(self.root)
+        reasons = []
+        for folder in folders:
+            index = self._index_of(folder)
+            if isinstance(index, str):
+                reasons.append(index)
+                continue
+            if same_id(vid) in index.files:
+                return index.files[same_id(vid)], ""
+            reasons.append(index.missing_reason(vid, "video", folder, self.extensions))
+        return None, reasons[0]
+
+
 def read_webvid(
     videos: str | Path,
     csv_file: str | Path,
@@ -534,82 +567,22 @@ def read_webvid(
     (field count, empty videoid or caption, missing file, repeated videoid) is one row;
     a missing required column or an unreadable CSV is one fatal row and nothing is read."""
     csv_path = str(csv_file)
-    try:
-        text = _decode_text(_read_input(csv_file))
-    except OSError as e:
-        return [], [_webvid_error("", f"cannot read {csv_path}: {e.strerror}", csv_path)]
-    except UnicodeDecodeError as e:
-        reason = f"{csv_path} is not UTF-8 ({e.reason} at byte {e.start})"
-        return [], [_webvid_error("", reason, csv_path)]
+    text, errors = _read_listing(csv_file, "webvid", "csv")
+    if text is None:
+        return [], errors
     columns, reader = _read_webvid_header(text, csv_path)
     if columns is None:
         return [], [reader]
-    col = {c: i for i, c in enumerate(columns)}
-    root = str(videos) if storage.is_uri(str(videos)) else os.path.abspath(videos)
-    indexes: dict[str, VideoIndex | str] = {}  # folder -> its index, or why it cannot be listed
-
-    def index_of(folder: str) -> VideoIndex | str:
-        if folder not in indexes:
-            try:
-                indexes[folder] = index_videos(folder, extensions)
-            except OSError as e:
-                indexes[folder] = f"cannot list video folder {folder}: {e.strerror or e}"
-        return indexes[folder]
-
-    def explicit(rel: str) -> tuple[str | None, str]:
-        """The file a `path` cell names, or (None, why not)."""
-        if storage.is_uri(rel) or os.path.isabs(rel):
-            where = rel
-        else:
-            where = storage.join(root, rel) if storage.is_uri(root) else os.path.join(root, rel)
-        found = storage.exists(where) if storage.is_uri(where) else os.path.isfile(where)
-        return (where, "") if found else (None, f"missing video file {where}")
-
-    def by_id(vid: str, page_dir: str) -> tuple[str | None, str]:
-        """<root>/<page_dir>/<vid>.<ext>, else <root>/<vid>.<ext>, or (None, why not)."""
-        folders = [storage.join(root, page_dir) if page_dir else root]
-        if page_dir:
-            folders.append(root)
-        reasons = []
-        for folder in folders:
-            index = index_of(folder)
-            if isinstance(index, str):
-                reasons.append(index)
-                continue
-            if same_id(vid) in index.files:
-                return index.files[same_id(vid)], ""
-            reasons.append(index.missing_reason(vid, "video", folder, extensions))
-        return None, reasons[0]
-
+    files = _WebvidFiles(videos, extensions)
     inputs: list[InputVideo] = []
-    errors: list[ErrorRow] = []
     first_line: dict[str, int] = {}
-    while True:
-        line = reader.line_num + 1  # where the next row starts (a quoted cell may span lines)
-        try:
-            row = next(reader, None)
-        except csv.Error as e:
-            errors.append(
-                _webvid_error("", f"{csv_path} line {line}: not readable ({e})", csv_path)
-            )
-            break  # the csv module cannot resync after a broken quote
-        if row is None:
-            break
-        if not row or all(not c.strip() for c in row):
-            continue
-        vid = row[col["videoid"]].strip() if col["videoid"] < len(row) else ""
+    for line, row in _webvid_lines(reader, csv_path, errors):
         where = f"{csv_path} line {line}"
-        if len(row) != len(columns):
-            reason = f"{where}: expected {len(columns)} fields, got {len(row)}"
-            errors.append(_webvid_error(vid, reason, csv_path))
+        entry = _webvid_entry(row, columns, where, csv_path)
+        if isinstance(entry, ErrorRow):
+            errors.append(entry)
             continue
-        if not vid:
-            errors.append(_webvid_error("", f"{where}: empty videoid", csv_path))
-            continue
-        caption = " ".join(row[col["name"]].split())
-        if not caption:
-            errors.append(_webvid_error(vid, f"{where}: empty caption (name)", csv_path))
-            continue
+        vid, caption = entry
         if vid in first_line:
             reason = (
                 f"{where}: videoid {vid} listed again (first on line {first_line[vid]}); skipped"
@@ -617,9 +590,10 @@ def read_webvid(
             errors.append(_webvid_error(vid, reason, csv_path, fatal=False))
             continue
         first_line[vid] = line
-        rel = row[col[WEBVID_PATH_COLUMN]].strip() if WEBVID_PATH_COLUMN in col else ""
-        page = row[col[WEBVID_PAGE_COLUMN]].strip() if WEBVID_PAGE_COLUMN in col else ""
-        path, why = explicit(rel) if rel else by_id(vid, page)
+        cells = dict(zip(columns, row))
+        rel = cells.get(WEBVID_PATH_COLUMN, "").strip()
+        page = cells.get(WEBVID_PAGE_COLUMN, "").strip()
+        path, why = files.find(vid, rel, page)
         if path is None:
             errors.append(_webvid_error(vid, f"{where}: {why}", csv_path, stage="input"))
             continue

@@ -1,10 +1,12 @@
 """Typed configs from plain dicts: dotted-key errors, merging, and dotted overrides.
 
 Every component owns a frozen dataclass of its settings, validated in its `__post_init__`;
-this module only maps nested dicts (from YAML, the command line or a stored run) onto those
+this module maps nested dicts (from YAML, the command line or a stored run) onto those
 dataclasses, so a typo is caught before any job starts and the message names the key
-(`optim.lr: expected a number, got 'x'`). It is the first module of `training/` because every
-later stage (pretraining, fine-tuning, sweeps, the CLI) builds its configs through it.
+(`optim.lr: expected a number, got 'x'`). `require_at_least` is the bound check those
+`__post_init__`s share (sizes >= 1, weights >= 0), so every such message reads the same.
+It is the first module of `training/` because every later stage (pretraining, fine-tuning,
+sweeps, the CLI) builds its configs through it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -133,6 +136,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
 
 
+def require_at_least(cfg: Any, section: str, names: Iterable[str], minimum: float) -> None:
+    """The check most `__post_init__`s start with: raise ValueError naming the dotted key and
+    its value (`data.max_words=0 must be >= 1`) for the first of `names` whose value in `cfg`
+    is below `minimum` (1 for sizes and counts, 0 for weights and optional counts)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise ValueError(f"{section}.{name}={value} must be >= {minimum}")
+
+
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain nested dict (for logging and for storing beside outputs)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
@@ -153,6 +166,7 @@ __all__ = [
     "expand_dotted",
     "from_dict",
     "override",
+    "require_at_least",
     "set_dotted",
     "to_dict",
 ]

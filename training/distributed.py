@@ -3,7 +3,7 @@
 The only module of the training programs that imports Ray Train. Pretraining
 (`training.pretrain.loop`) and fine-tuning (`training.finetune.loop`) are plain loops that
 call what is here: `worker_context` (rank, world, device, a rank-0 logger), `seed_step`
-(per-rank, per-step randomness), the few
+(per-rank, per-step randomness), `due` (which steps log, evaluate and checkpoint), the few
 collectives they need (`broadcast`, `all_reduce`, `all_gather_object`, `barrier`; no call is
 made when world_size == 1), `reported_checkpoint` / `report` (Ray Train's checkpoint
 bookkeeping), `wrap_ddp`, and on the driver `fit`, which runs a loop on N workers with
@@ -86,6 +86,13 @@ def worker_context(scaling: ScalingConfig) -> WorkerContext:
         torch.cuda.set_device(device)
     torch.set_num_threads(scaling.torch_threads)
     return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), local_rank, device, on_gpu)
+
+
+def due(step: int, every: int, is_last: bool) -> bool:
+    """Whether a periodic action (a log line, an evaluation, a checkpoint) runs after `step`:
+    at every `every`-th step (0 = none in between) and always after the last step, so a run
+    ends with its final numbers and a checkpoint to resume or export from."""
+    return is_last or (every > 0 and step % every == 0)
 
 
 def seed_step(seed: int, rank: int, step: int, micro: int = 0) -> int:

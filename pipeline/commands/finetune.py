@@ -8,20 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.configs import add_job_arguments, build, bundled_names
+from pipeline.configs import add_job_parser, build
 from pipeline.errors import JobFailed, UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "finetune"
 
 
-def preset_names() -> list[str]:
-    return bundled_names(PRESET_DIR)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_job_parser(
+        sub,
         "finetune",
-        help="fine-tune a pretrained tower for video (UCF101/HMDB51/Kinetics) or audio (ESC-50) "
+        summary="fine-tune a pretrained tower for video (UCF101/HMDB51/Kinetics) or audio (ESC-50) "
         "classes",
         description=(
             "Put a new linear head on the aggregation token of a pretrained VATT tower and train "
@@ -34,8 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "in the report and skipped. Outputs in STORAGE/NAME: report.json, metrics.csv, "
             "eval.csv, plots/*.png, checkpoints; the same command again resumes."
         ),
-        epilog=(
-            "examples:\n"
+        examples=(
             "  vatt finetune --config debug-video init=demo_out/runs/debug\n"
             "  vatt finetune --config debug-audio init=export/ data.fold=2\n"
             "  vatt finetune --config debug-video init=preset:debug name=scratch   # baseline\n"
@@ -44,16 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  vatt finetune --config debug-video init=runs/debug data.dataset=kinetics "
             "data.kinetics_train_csv=k400/train.csv data.kinetics_test_csv=k400/validate.csv "
             "data.kinetics_videos=k400/videos data.height=320 data.width=320\n"
-            f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
+        ),
+        keys=(
             "init: an export folder (vatt export), a checkpoint folder, a run folder (newest "
             "valid checkpoint) or preset:<name> (random init). Keys: training/finetune/config.py "
             "and docs/finetune.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_job_arguments(
-        p,
-        config_help=f"YAML file, or the name of a bundled config ({', '.join(preset_names())})",
+        preset_dir=PRESET_DIR,
         overrides_example="init=runs/debug max_steps=100",
     )
     p.set_defaults(func=run)

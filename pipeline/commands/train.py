@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.configs import add_job_arguments, build, bundled_names
+from pipeline.configs import add_job_parser, build, bundled_names
 from pipeline.errors import JobFailed
 from preprocessing.storage import redact
 
@@ -19,9 +19,10 @@ def preset_names() -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_job_parser(
+        sub,
         "train",
-        help="pretrain VATT on shards with Ray Train + DeepSpeed ZeRO",
+        summary="pretrain VATT on shards with Ray Train + DeepSpeed ZeRO",
         description=(
             "Pretrain a VATT model on WebDataset shards from `vatt preprocess`. Each Ray Train "
             "worker runs a DeepSpeed engine (ZeRO stage, precision, accumulation and offload "
@@ -30,22 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "STORAGE/NAME/metrics.csv, TensorBoard events in STORAGE/NAME/tensorboard, loss-curve "
             "PNGs in STORAGE/NAME/plots, and summary.json with held-out retrieval before/after."
         ),
-        epilog=(
-            "examples:\n"
+        examples=(
             "  vatt train --config debug                       # the demo preset (2 CPU workers)\n"
             "  vatt train --config debug max_steps=50 deepspeed.zero_stage=3\n"
             "  vatt train --config mbs.yaml data.howto100m=s3://bucket/shards/howto100m\n"
             "  vatt train --config debug name=run2 model.droptoken_rate=0.25 loss.tau=0.05\n"
             "  vatt train --config alpro-prompter-debug       # ALPRO stage 1 (docs/alpro.md)\n"
             "  vatt train --config alpro-debug alpro.prompter=demo_out/alpro/runs/alpro-prompter-debug\n"
-            f"bundled configs (--config NAME): {', '.join(preset_names())}\n"
-            "Config sections and keys: training/pretrain/config.py and docs/training.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_job_arguments(
-        p,
-        config_help=f"YAML file, or the name of a bundled config ({', '.join(preset_names())})",
+        keys="Config sections and keys: training/pretrain/config.py and docs/training.md.",
+        preset_dir=PRESET_DIR,
         overrides_example="max_steps=100 optim.lr=3e-4",
     )
     p.set_defaults(func=run)

@@ -12,20 +12,17 @@ import sys
 from pathlib import Path
 
 from pipeline.commands.train import PRESET_DIR as TRAIN_PRESET_DIR
-from pipeline.configs import add_job_arguments, build, bundled_names, read_yaml, resolve_config
+from pipeline.configs import add_job_parser, build, read_yaml, resolve_config
 from pipeline.errors import JobFailed, UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "sweep"
 
 
-def preset_names() -> list[str]:
-    return bundled_names(PRESET_DIR)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_job_parser(
+        sub,
         "tune",
-        help="hyperparameter sweep of pretraining runs with Ray Tune (ASHA or PBT)",
+        summary="hyperparameter sweep of pretraining runs with Ray Tune (ASHA or PBT)",
         description=(
             "Sweep training-config keys (e.g. loss.lambda, loss.tau, model.droptoken_rate) with "
             "Ray Tune. Every trial is a full Ray Train + DeepSpeed pretraining run that reports "
@@ -35,22 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "which `vatt train --config` runs as is. Running the same command again resumes an "
             "interrupted sweep (finished trials are kept)."
         ),
-        epilog=(
-            "examples:\n"
+        examples=(
             "  vatt tune --config debug                        # the bundled 3-trial demo sweep\n"
             "  vatt tune --config debug num_samples=6 scheduler.kind=fifo\n"
             "  vatt tune --config my_sweep.yaml name=s2 'space.loss.tau={choice: [0.05, 0.1]}'\n"
             "  vatt train --config sweeps/debug/best.yaml      # train the best configuration\n"
-            f"bundled sweeps (--config NAME): {', '.join(preset_names())}\n"
-            "Sweep keys: tuning/config.py and docs/tuning.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_job_arguments(
-        p,
-        config_help="sweep YAML file, or a bundled sweep name",
+        keys="Sweep keys: tuning/config.py and docs/tuning.md.",
+        preset_dir=PRESET_DIR,
         overrides_example="num_samples=4 scheduler.kind=pbt",
         what="sweep",
+        config_help="sweep YAML file, or a bundled sweep name",
     )
     p.set_defaults(func=run)
 

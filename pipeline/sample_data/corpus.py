@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -866,16 +866,24 @@ def write_class_labels_csv(path: Path) -> None:
     path.write_text(buf.getvalue(), encoding="utf-8")
 
 
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """A CSV as the public sets ship theirs: the header line, then `rows`; UTF-8, LF line
+    ends."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
 def write_msrvtt_csv(path: Path, plans: list[ClipPlan], seed: int) -> None:
     """MSR-VTT 1k-A style test CSV: one sentence per video."""
     rng = random.Random(f"{seed}/msrvtt/sentences")
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MSRVTT_HEADER)
-        for i, plan in enumerate(plans):
-            number = plan.name[len("video") :]
-            sentence = make_msrvtt_sentence(TOPICS[plan.topic], rng)
-            writer.writerow([f"ret{i}", f"msr{number}", plan.name, sentence])
+    rows = []
+    for i, plan in enumerate(plans):
+        number = plan.name[len("video") :]
+        sentence = make_msrvtt_sentence(TOPICS[plan.topic], rng)
+        rows.append([f"ret{i}", f"msr{number}", plan.name, sentence])
+    write_csv(path, MSRVTT_HEADER, rows)
 
 
 def write_ucf101_splits(split_dir: Path, plans: list[ClipPlan], groups: int) -> None:
@@ -907,14 +915,13 @@ def write_esc50_csv(path: Path, plans: list[ClipPlan]) -> None:
     """ESC-50 `meta/esc50.csv`, sorted by filename; target = topic index, esc10 marks the
     even targets (a subset, as ESC-10 is of ESC-50)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(ESC50_COLUMNS)
-        for plan in sorted(plans, key=lambda p: p.name):
-            fold, src, take, target = plan.name.split("-")
-            category = esc50_category(TOPICS[plan.topic])
-            esc10 = str(plan.topic % 2 == 0)
-            writer.writerow([f"{plan.name}.wav", fold, target, category, esc10, src, take])
+    rows = []
+    for plan in sorted(plans, key=lambda p: p.name):
+        fold, src, take, target = plan.name.split("-")
+        category = esc50_category(TOPICS[plan.topic])
+        esc10 = str(plan.topic % 2 == 0)
+        rows.append([f"{plan.name}.wav", fold, target, category, esc10, src, take])
+    write_csv(path, ESC50_COLUMNS, rows)
 
 
 def youcook2_segments(plan: ClipPlan) -> list[tuple[int, int, int]]:
@@ -930,13 +937,12 @@ def write_youcook2_csv(path: Path, plans: list[ClipPlan], seed: int) -> None:
     """YouCook2 validation CSV `end,start,task,text,video_id`: one row per segment, whose
     text is a sentence about that segment's topic."""
     rng = random.Random(f"{seed}/youcook2/sentences")
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(YOUCOOK2_COLUMNS)
-        for plan in plans:
-            for topic, start, end in youcook2_segments(plan):
-                sentence = make_msrvtt_sentence(TOPICS[topic], rng)
-                writer.writerow([end, start, plan.task, sentence, plan.name])
+    rows = []
+    for plan in plans:
+        for topic, start, end in youcook2_segments(plan):
+            sentence = make_msrvtt_sentence(TOPICS[topic], rng)
+            rows.append([end, start, plan.task, sentence, plan.name])
+    write_csv(path, YOUCOOK2_COLUMNS, rows)
 
 
 def write_topics_json(
@@ -1256,16 +1262,13 @@ def kinetics_plans(
 def write_kinetics_csvs(folder: Path, plans: list[ClipPlan]) -> None:
     """train.csv and validate.csv: `label,youtube_id,time_start,time_end,split` rows."""
     folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for plan in plans:
+        ytid, start, end = plan.name.rsplit("_", 2)
+        label = kinetics_label(TOPICS[plan.topic])
+        rows.append([label, ytid, int(start), int(end), kinetics_split(plan)])
     for split, file_name in KINETICS_CSV.items():
-        with (folder / file_name).open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(KINETICS_COLUMNS)
-            for plan in plans:
-                if kinetics_split(plan) != split:
-                    continue
-                ytid, start, end = plan.name.rsplit("_", 2)
-                label = kinetics_label(TOPICS[plan.topic])
-                writer.writerow([label, ytid, int(start), int(end), split])
+        write_csv(folder / file_name, KINETICS_COLUMNS, [r for r in rows if r[-1] == split])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1464,13 +1467,10 @@ def write_webvid_csvs(folder: Path, plans: list[ClipPlan]) -> None:
     contentUrl that points nowhere: nothing is downloaded)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, name in WEBVID_CSV.items():
-        with (folder / name).open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(WEBVID_COLUMNS)
-            for plan in plans:
-                if plan.split != split:
-                    continue
-                url = f"https://example.invalid/webvid/{plan.page_dir}/{plan.name}.mp4"
-                duration = f"PT00H00M{plan.duration_s:02d}S"
-                caption = webvid_caption(plan)[0]
-                writer.writerow([plan.name, url, duration, plan.page_dir, caption])
+        rows = []
+        for plan in (p for p in plans if p.split == split):
+            url = f"https://example.invalid/webvid/{plan.page_dir}/{plan.name}.mp4"
+            duration = f"PT00H00M{plan.duration_s:02d}S"
+            caption = webvid_caption(plan)[0]
+            rows.append([plan.name, url, duration, plan.page_dir, caption])
+        write_csv(folder / name, WEBVID_COLUMNS, rows)

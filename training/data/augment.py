@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.config_io import require_at_least
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -45,9 +47,9 @@ class AugmentConfig:
         lo, hi = self.crop_aspect
         if not 0.0 < lo <= hi:
             raise ValueError(f"augment.crop_aspect={self.crop_aspect}: need 0 < min <= max")
-        for name in ("brightness", "contrast", "saturation", "audio_noise"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name}={getattr(self, name)} must be >= 0")
+        require_at_least(
+            self, "augment", ("brightness", "contrast", "saturation", "audio_noise"), 0
+        )
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"augment.hue={self.hue} must be in [0, 0.5]")
         if self.brightness_mode not in ("scale", "add"):

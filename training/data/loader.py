@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from preprocessing import shard_format, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.vocab import encode_captions, load_tokenizer
+from training.config_io import require_at_least
 from training.data.augment import (
     AugmentConfig,
     augment_batch,
@@ -97,18 +98,12 @@ class DataConfig:
             raise ValueError(
                 "data: set data.howto100m, data.audioset and/or data.webvid (shard folders)"
             )
-        for name in ("howto100m_weight", "audioset_weight", "webvid_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"data.{name}={getattr(self, name)} must be >= 0")
+        require_at_least(self, "data", ("howto100m_weight", "audioset_weight", "webvid_weight"), 0)
         if self.source_weights() == {}:
             raise ValueError("data: the weights of the sources that are set sum to 0")
         if self.clip_seconds <= 0:
             raise ValueError(f"data.clip_seconds={self.clip_seconds} must be > 0")
-        for name in ("num_captions", "max_words"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name}={getattr(self, name)} must be >= 1")
-        if self.shuffle_buffer < 1:
-            raise ValueError(f"data.shuffle_buffer={self.shuffle_buffer} must be >= 1")
+        require_at_least(self, "data", ("num_captions", "max_words", "shuffle_buffer"), 1)
         if self.loader_workers < 0:
             raise ValueError(f"data.loader_workers={self.loader_workers} must be >= 0")
 
@@ -487,18 +482,11 @@ class ClipStream(IterableDataset):
 
 
 def build_loader(
-    data: DataConfig,
-    shape: ClipShape,
-    *,
-    batch_size: int,
-    rank: int,
-    world_size: int,
-    seed: int,
-    start_step: int = 0,
-    pin_memory: bool | None = None,
+    data: DataConfig, shape: ClipShape, *, pin_memory: bool | None = None, **stream: int
 ) -> DataLoader:
     """An endless DataLoader of compact batch dicts for one rank, made training-ready on the
-    training device by `finish_batch`:
+    training device by `finish_batch`. `stream` is `ClipStream`'s keyword arguments
+    (batch_size, rank, world_size, seed, start_step), passed on as they are:
 
       video uint8 [B, T, H, W, 3] (cropped, resized, flipped)
       audio int16 [B, S * audio_stride]          audio_stride int
@@ -514,10 +502,7 @@ def build_loader(
     hides GPUs from CPU-only workers). Iterate it once: a fresh iter() restarts the stream
     with new seeds.
     """
-    dataset = ClipStream(
-        data, shape, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
-        start_step=start_step,
-    )  # fmt: skip
+    dataset = ClipStream(data, shape, **stream)
     workers = data.loader_workers
     return DataLoader(
         dataset,

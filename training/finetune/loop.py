@@ -358,11 +358,11 @@ def finetune_loop(loop_config: dict) -> None:
         lr = w.scheduler.get_last_lr()[0]
         train_step(w)
         step, is_last = w.state.step, w.state.step == cfg.max_steps
-        if step % cfg.log_every == 0 or step == 1 or is_last:
+        if step == 1 or distributed.due(step, cfg.log_every, is_last):
             log_step(w, lr)
-        if is_last or (cfg.eval.every_steps and step % cfg.eval.every_steps == 0):
+        if distributed.due(step, cfg.eval.every_steps, is_last):
             evaluate(w)
-        if step % cfg.checkpoint.every_steps == 0 or is_last:
+        if distributed.due(step, cfg.checkpoint.every_steps, is_last):
             save_checkpoint(w)
     write_report(w, began)
 

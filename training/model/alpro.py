@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config_io import require_at_least
 from training.model.config import TransformerConfig
 from training.model.positions import Spatial2dVideoPositions
 from training.model.tokenizers import VideoTokenizer
@@ -75,9 +76,8 @@ class AlproConfig:
     num_entities: int = 1000
 
     def __post_init__(self) -> None:
-        for key in ("frames", "height", "width", "patch", "vocab_size", "max_text_len", "proj_dim"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be >= 1")
+        sizes = ("frames", "height", "width", "patch", "vocab_size", "max_text_len", "proj_dim")
+        require_at_least(self, "model", sizes, 1)
         for key in ("height", "width"):
             if getattr(self, key) % self.patch:
                 raise ValueError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from training.config_io import require_at_least
+
 BN_MODES = ("paper", "official")
 # ViViT (Arnab et al. 2021) video backbones, in the paper's order: Model 1 (VATT's own joint
 # space-time attention), 2 (factorised encoder), 3 (factorised self-attention), 4 (factorised
@@ -115,9 +117,7 @@ class TransformerConfig:
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "d_model", "d_ff", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"transformer.{name}={getattr(self, name)} must be >= 1")
+        require_at_least(self, "transformer", ("num_layers", "d_model", "d_ff", "num_heads"), 1)
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"transformer.d_model={self.d_model} is not divisible by num_heads="

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.config_io import require_at_least
 from training.data.loader import ClipShape
 from training.data.wordpiece import MASK_ID, SPECIAL_TOKENS, load_wordpiece
 from training.objectives.base import Objective
@@ -91,9 +92,7 @@ class AlproLossConfig:
     pem_threshold: float = 0.2
 
     def __post_init__(self) -> None:
-        for key in ("vtc_weight", "vtm_weight", "mlm_weight", "pem_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"alpro.{key}={getattr(self, key)} must be >= 0")
+        require_at_least(self, "alpro", ("vtc_weight", "vtm_weight", "mlm_weight", "pem_weight"), 0)
         if not 0 < self.mlm_prob < 1:
             raise ValueError(f"alpro.mlm_prob={self.mlm_prob} must be in (0, 1)")
         if not 0 < self.crop_min <= self.crop_max <= 1:

@@ -411,14 +411,12 @@ def train_loop(loop_config: dict) -> None:
         train_step(w)
         inject_fault(w)
         step, is_last = w.state.step, w.state.step == cfg.max_steps
-        if step % cfg.log_every == 0 or is_last or step == 1:
+        if step == 1 or distributed.due(step, cfg.log_every, is_last):
             log_step(w, lr)
         paused = time.perf_counter()
-        if w.heldout is not None and (
-            is_last or (cfg.eval.every_steps and step % cfg.eval.every_steps == 0)
-        ):
+        if w.heldout is not None and distributed.due(step, cfg.eval.every_steps, is_last):
             w.state.eval_after = evaluate(w)
-        if step % cfg.checkpoint.every_steps == 0 or is_last:
+        if distributed.due(step, cfg.checkpoint.every_steps, is_last):
             save_checkpoint(w)
         # Evaluation and checkpoints are not training time: keep them out of clips/s.
         w.window.began += time.perf_counter() - paused
