@@ -91,6 +91,26 @@ def vatt_in_process(capsys):
     return run
 
 
+@pytest.fixture
+def vatt_here(capsys):
+    """`vatt ARGS` through the real entry point in this process, on the session's Ray: returns a
+    CompletedProcess (returncode, stdout, stderr). For commands that run a real job but need
+    nothing a fresh process gives (a Ray start and imports cost seconds per call)."""
+    from pipeline.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        start_ray()
+        capsys.readouterr()  # drop what came before
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return run
+
+
 def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
 

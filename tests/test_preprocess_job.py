@@ -296,11 +296,8 @@ def test_kill_dash_nine_then_rerun_gives_the_same_keys(corpus, full_run, tmp_pat
     assert not list((out / "shards").glob("*.tmp-*"))
 
 
-def test_cli_exit_codes(corpus, tmp_path, vatt_in_process):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-
-    def vatt(*args):
-        return subprocess.run([*VATT, *args], env=env, capture_output=True, text=True, timeout=300)
+def test_cli_exit_codes(corpus, tmp_path, vatt_in_process, vatt_here):
+    vatt = vatt_here
 
     base = preprocess_args(corpus)
     for args, needle in [

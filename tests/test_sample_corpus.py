@@ -553,7 +553,8 @@ def test_reuse_keeps_a_finished_corpus_and_regenerates_an_interrupted_one(tmp_pa
     out = tmp_path / "corpus"
     tiny = ["--videos", "1", "--audioset-clips", "1", "--msrvtt-videos", "1", "--ucf101-groups"]
     tiny += ["0", "--esc50-clips-per-class", "0", "--youcook2-videos", "0"]
-    tiny += ["--kinetics-clips-per-class", "0", "--no-progress", "--reuse"]
+    tiny += ["--kinetics-clips-per-class", "0", "--webvid-clips", "0", "--webvid-pairs", "0"]
+    tiny += ["--no-progress", "--reuse"]
     assert cli_main(["sample-data", str(out), *tiny]) == 0
     files = sorted(p for p in out.rglob("*") if p.is_file())
     stamps = {p: p.stat().st_mtime_ns for p in files}
@@ -561,6 +562,7 @@ def test_reuse_keeps_a_finished_corpus_and_regenerates_an_interrupted_one(tmp_pa
     config = dataclasses.replace(
         config, esc50_clips_per_class=0, youcook2_videos=0, kinetics_clips_per_class=0
     )
+    config = dataclasses.replace(config, webvid_clips=0, webvid_pairs=0)
     again = generate_sample_corpus(out, config, reuse=True)
     assert again.reused and again.howto_videos == 1 and again.captions > 0
     assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten

@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, VATT, ffmpeg, make_clip
+from conftest import ffmpeg, make_clip
 
 from preprocessing.config import PreprocessConfig
 from preprocessing.jobs import run_preprocess
@@ -311,11 +310,8 @@ def test_webvid_bad_rows_are_recorded_and_nothing_else_lost(webvid_run):
 
 
 @pytest.mark.slow
-def test_webvid_cli_exit_codes(webvid_corpus, tmp_path, vatt_in_process):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-
-    def vatt(*args):
-        return subprocess.run([*VATT, *args], env=env, capture_output=True, text=True, timeout=300)
+def test_webvid_cli_exit_codes(webvid_corpus, tmp_path, vatt_in_process, vatt_here):
+    vatt = vatt_here
 
     videos = str(webvid_corpus / "videos")
     good_csv = str(webvid_corpus / "results_train.csv")
