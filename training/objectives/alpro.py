@@ -10,7 +10,8 @@ family of the objective seam (`training.objectives.base`).
        similarities with the positive excluded (`training.model.alpro.hard_negatives`; with
        `vtm_duplicate_cos` < 1 its near-duplicates too), positives weighted `vtm_pos_weight`.
   MLM  15% of the non-special caption tokens, 80% [MASK] / 10% a random piece / 10% kept,
-       predicted from the fusion outputs (the video is visible).
+       predicted from the fusion outputs (the video is visible); with `content_mask_prob` a
+       caption also has every content word selected (`content_word_mask`).
   PEM  a frozen VTC prompter, outside the DeepSpeed engine, scores a random crop of 30-50% of
        the frame area (snapped to the patch grid, resized to the full frame) against the
        prompts "A video of {ENTITY}" (12 templates, averaged) of M entities; the softmax is
