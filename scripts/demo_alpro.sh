@@ -6,6 +6,8 @@
 set -euo pipefail
 OUT=${1:-demo_out}/alpro
 VATT=".venv/bin/vatt"
+# This checkout's code, whichever checkout the virtual environment was installed from.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 t0=$SECONDS
 echo "== 1/5 WebVid-style sample set -> $OUT/corpus"
 $VATT sample-data "$OUT/corpus" --reuse --no-progress --videos 0 --audioset-clips 0 \

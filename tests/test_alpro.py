@@ -27,6 +27,7 @@ from training.objectives.alpro import (
     AlproLossConfig,
     AlproObjective,
     Prompter,
+    content_word_mask,
     crop_cell_sizes,
     crop_video,
     entity_vocabulary,
@@ -36,6 +37,7 @@ from training.objectives.alpro import (
     prompt_ids,
     random_crops,
     read_entities,
+    vocabulary_pieces,
     vtc_loss,
     vtm_loss,
 )
@@ -174,6 +176,11 @@ def test_vtm_mlm_pem_match_numpy():
     labels = np.array([1] * 3 + [0] * 6)
     ref = -_log_softmax(logits.numpy())[np.arange(9), labels].mean()
     assert vtm_loss(logits).item() == pytest.approx(ref, rel=1e-5)
+    # Positives weighted 2: a weighted mean, both classes with equal total weight.
+    w = np.where(labels == 1, 2.0, 1.0)
+    picked = _log_softmax(logits.numpy())[np.arange(9), labels]
+    ref = -(w * picked).sum() / w.sum()
+    assert vtm_loss(logits, pos_weight=2.0).item() == pytest.approx(ref, rel=1e-5)
 
     mlm_logits = torch.randn(2, 5, 11, generator=g)
     targets = torch.full((2, 5), -100)
@@ -259,6 +266,22 @@ def test_hard_negatives_follow_the_similarities():
     assert counts[0] == 0 and counts[2] > 0.9 * 400  # the look-alike clip 2 is the hard one
 
 
+def test_hard_negatives_skip_near_duplicates_of_the_positive():
+    torch.manual_seed(0)
+    # Clips 0 and 1 are near-duplicates (cosine 0.99): without the filter they are each
+    # other's hard negative; with it, never. A batch of duplicates only falls back to all.
+    v = torch.tensor([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    neg_video, neg_text = hard_negatives(v, v, torch.tensor(0.1))
+    assert neg_video[0] == 1 and neg_text[1] == 0
+    for _ in range(200):
+        neg_video, neg_text = hard_negatives(v, v, torch.tensor(0.1), duplicate_cos=0.9)
+        assert neg_video[0] not in (0, 1) and neg_video[1] not in (0, 1)
+        assert neg_text[0] not in (0, 1) and neg_text[1] not in (0, 1)
+    same = torch.ones(3, 4) + 0.01 * torch.randn(3, 4)
+    neg_video, neg_text = hard_negatives(same, same, torch.tensor(0.1), duplicate_cos=0.9)
+    assert not (neg_video == torch.arange(3)).any() and not (neg_text == torch.arange(3)).any()
+
+
 # ---------------------------------------------------------------- MLM masking
 def test_masking_statistics():
     g = torch.Generator().manual_seed(0)
@@ -281,6 +304,25 @@ def test_masking_statistics():
     replaced = mlm_ids[selected & (mlm_ids != MASK_ID) & (mlm_ids != ids)]
     assert replaced.numel() / n == pytest.approx(0.1, abs=0.02)
     assert (replaced >= len(SPECIAL_TOKENS)).all() and (replaced < 1000).all()
+
+
+def test_content_words_are_masked_whole_and_only_them():
+    captions = ["working with wood and woodworking tools", "a woodworker saws the wood"] * 3
+    for vocab in (60, 300):  # 60: even "and" splits into pieces; 300: whole words
+        tok = build_wordpiece(captions, vocab_size=vocab, max_len=16)
+        enc = tok.encode_batch(captions[:2])
+        ids = torch.tensor([e.ids + [0] * (16 - len(e.ids)) for e in enc])
+        mask = content_word_mask(ids, vocabulary_pieces(tok))
+        for row, e in enumerate(enc):
+            words = captions[row].split()
+            for p, w in enumerate(e.word_ids):
+                expected = w is not None and words[w] not in ("with", "and", "a", "the")
+                assert bool(mask[row, p]) == expected, (vocab, row, e.tokens[p])
+        assert not mask[ids == 0].any()
+    # mask_tokens selects them on top of the random rate; specials never.
+    g = torch.Generator().manual_seed(0)
+    mlm_ids, labels = mask_tokens(ids, 300, 0.01, g, also=mask | (ids == CLS_ID))
+    assert (labels[mask] == ids[mask]).all() and (labels[ids < len(SPECIAL_TOKENS)] == -100).all()
 
 
 # ---------------------------------------------------------------- crops

@@ -379,8 +379,8 @@ class Alpro(nn.Module):
     # ---- training forward --------------------------------------------------------------
     def forward(self, inputs: dict) -> dict[str, torch.Tensor]:
         """Args (dict): video (B, T, H, W, 3); text_ids (B, L) with [CLS] first; optional
-        mlm_ids (B, L) (masked copy of text_ids, for MLM) and pem_mask (B, h, w) bool (the
-        crop's patches, for PEM).
+        mlm_ids (B, L) (masked copy of text_ids, for MLM), pem_mask (B, h, w) bool (the
+        crop's patches, for PEM) and vtm_duplicate_cos (float, `hard_negatives`).
 
         Returns video_vt, text_vt (B, proj_dim), temp (scalar); with a fusion encoder also
         vtm_logits (3B, 2) for [positives; (text, hard negative video); (hard negative text,
@@ -400,7 +400,9 @@ class Alpro(nn.Module):
         B, L = text_ids.shape
         if B < 2:
             raise ValueError("VTM needs at least 2 clips per micro-batch (hard negatives)")
-        neg_video, neg_text = hard_negatives(out["video_vt"], out["text_vt"], out["temp"])
+        neg_video, neg_text = hard_negatives(
+            out["video_vt"], out["text_vt"], out["temp"], inputs.get("vtm_duplicate_cos", 1.0)
+        )
         fused_pos = self.fuse(t, text_ids, v)  # (B, L+1+s, D)
         fused_neg = self.fuse(
             torch.cat([t, t[neg_text]]),
@@ -440,12 +442,18 @@ class Alpro(nn.Module):
 
 
 def hard_negatives(
-    video_vt: torch.Tensor, text_vt: torch.Tensor, temp: torch.Tensor
+    video_vt: torch.Tensor,
+    text_vt: torch.Tensor,
+    temp: torch.Tensor,
+    duplicate_cos: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One hard negative per sample, drawn from the softmax of the VTC similarities of the
     local batch with the positive excluded (its weight is exactly 0, so it is never drawn).
 
-    Args: video_vt, text_vt (B, P) (normalised here); temp scalar.
+    Args: video_vt, text_vt (B, P) (normalised here); temp scalar; duplicate_cos: candidates
+    that are near-duplicates of the positive are not drawn either: a video whose cosine with
+    the positive video exceeds it, a text whose cosine with the positive text does (1.0 = none
+    excluded, the release). A row with every candidate excluded falls back to all of them.
     Returns (neg_video (B,), neg_text (B,)): for text i a video index != i, for video i a
     text index != i.
     """
@@ -454,12 +462,21 @@ def hard_negatives(
         t = F.normalize(text_vt.float(), dim=-1)
         sim = v @ t.T / temp.float()  # (B, B): video i vs text j
         eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
-        weights_t2v = F.softmax(sim.T.masked_fill(eye, float("-inf")), dim=1)  # text -> videos
-        weights_v2t = F.softmax(sim.masked_fill(eye, float("-inf")), dim=1)  # video -> texts
+        skip_video, skip_text = eye, eye  # (B, B): row i's excluded candidates
+        if duplicate_cos < 1.0:
+            skip_video = _unless_all(eye | (v @ v.T > duplicate_cos), eye)
+            skip_text = _unless_all(eye | (t @ t.T > duplicate_cos), eye)
+        weights_t2v = F.softmax(sim.T.masked_fill(skip_video, float("-inf")), dim=1)  # text->videos
+        weights_v2t = F.softmax(sim.masked_fill(skip_text, float("-inf")), dim=1)  # video->texts
         return (
             torch.multinomial(weights_t2v, 1).squeeze(1),
             torch.multinomial(weights_v2t, 1).squeeze(1),
         )
+
+
+def _unless_all(skip: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """`skip` (B, B) with each row that excludes every candidate replaced by `fallback`'s."""
+    return torch.where(skip.all(dim=1, keepdim=True), fallback, skip)
 
 
 __all__ = [

@@ -7,9 +7,11 @@ family of the objective seam (`training.objectives.base`).
        use: mean over ranks of the per-rank losses == the single-process loss.
   VTM  binary matching on the fusion [CLS] for B positives and 2B hard negatives (one video per
        text, one text per video) drawn by the model from the softmax of the local VTC
-       similarities with the positive excluded (`training.model.alpro.hard_negatives`).
+       similarities with the positive excluded (`training.model.alpro.hard_negatives`; with
+       `vtm_duplicate_cos` < 1 its near-duplicates too), positives weighted `vtm_pos_weight`.
   MLM  15% of the non-special caption tokens, 80% [MASK] / 10% a random piece / 10% kept,
-       predicted from the fusion outputs (the video is visible).
+       predicted from the fusion outputs (the video is visible); with `content_mask_prob` a
+       caption also has every content word selected (`content_word_mask`).
   PEM  a frozen VTC prompter, outside the DeepSpeed engine, scores a random crop of 30-50% of
        the frame area (snapped to the patch grid, resized to the full frame) against the
        prompts "A video of {ENTITY}" (12 templates, averaged) of M entities; the softmax is
@@ -85,6 +87,19 @@ class AlproLossConfig:
     pem_weight: float = 1.0
     # BERT's masking rate; of the masked tokens 80% [MASK], 10% random, 10% kept.
     mlm_prob: float = 0.15
+    # The chance that a caption also has every content word (the words entities are drawn
+    # from: not a stopword, 3+ letters; whole words) selected for MLM. 0 = the release (random
+    # pieces only). With its content words hidden the caption no longer names what the clip
+    # shows, so the fusion encoder has to read them off the video (docs/alpro.md).
+    content_mask_prob: float = 0.0
+    # Weight of the positive class in the VTM cross-entropy. The release trains 1 positive per
+    # 2 hard negatives unweighted (1.0), which learns P(match) under a 1:2 prior; 2.0 gives
+    # both classes equal total weight, so P(match) > 0.5 is the balanced decision.
+    vtm_pos_weight: float = 1.0
+    # VTM hard negatives skip near-duplicates of the positive: a video (text) whose VTC
+    # cosine with the positive's video (text) is above this. 1.0 = none skipped (the release).
+    # A near-duplicate labelled "no match" is a false negative the head can only memorise.
+    vtm_duplicate_cos: float = 1.0
     # Crop area as a fraction of the frame (ALPRO: 30-50%).
     crop_min: float = 0.3
     crop_max: float = 0.5
@@ -95,6 +110,12 @@ class AlproLossConfig:
         require_at_least(self, "alpro", ("vtc_weight", "vtm_weight", "mlm_weight", "pem_weight"), 0)
         if not 0 < self.mlm_prob < 1:
             raise ValueError(f"alpro.mlm_prob={self.mlm_prob} must be in (0, 1)")
+        if not 0 <= self.content_mask_prob <= 1:
+            raise ValueError(f"alpro.content_mask_prob={self.content_mask_prob} must be in [0, 1]")
+        if not self.vtm_pos_weight > 0:
+            raise ValueError(f"alpro.vtm_pos_weight={self.vtm_pos_weight} must be > 0")
+        if not -1 <= self.vtm_duplicate_cos <= 1:
+            raise ValueError(f"alpro.vtm_duplicate_cos={self.vtm_duplicate_cos} must be in [-1, 1]")
         if not 0 < self.crop_min <= self.crop_max <= 1:
             raise ValueError(
                 f"alpro.crop_min={self.crop_min}, crop_max={self.crop_max}: need "
@@ -158,11 +179,13 @@ def mask_tokens(
     vocab_size: int,
     prob: float = 0.15,
     generator: torch.Generator | None = None,
+    also: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of the non-special tokens.
 
     Args: text_ids (B, L) int64 (0 = padding); vocab_size: ids drawn for random replacements
-    lie in [5, vocab_size) (never a special token).
+    lie in [5, vocab_size) (never a special token); also (B, L) bool: tokens selected on top
+    of the random `prob` (content words, `content_word_mask`).
     Returns (mlm_ids (B, L), labels (B, L) = the original id where a token was selected, -100
     elsewhere). Of the selected tokens 80% become [MASK], 10% a random piece, 10% stay.
     """
@@ -170,6 +193,8 @@ def mask_tokens(
     candidate = text_ids >= first  # [PAD], [UNK], [CLS], [SEP], [MASK] are never targets
     u = torch.rand(text_ids.shape, generator=generator, device=text_ids.device)
     selected = candidate & (u < prob)
+    if also is not None:
+        selected = selected | (candidate & also)
     how = torch.rand(text_ids.shape, generator=generator, device=text_ids.device)
     random_ids = torch.randint(
         first, vocab_size, text_ids.shape, generator=generator, device=text_ids.device
@@ -178,6 +203,35 @@ def mask_tokens(
     mlm_ids = torch.where(selected & (how >= 0.8) & (how < 0.9), random_ids, mlm_ids)
     labels = torch.where(selected, text_ids, -100)
     return mlm_ids, labels
+
+
+def vocabulary_pieces(tokenizer) -> list[str]:
+    """The tokenizer's pieces by id (id -> piece string)."""
+    pieces = [""] * tokenizer.get_vocab_size()
+    for token, i in tokenizer.get_vocab().items():
+        pieces[i] = token
+    return pieces
+
+
+def content_word_mask(text_ids: torch.Tensor, pieces: list[str]) -> torch.Tensor:
+    """Every piece of every content word (`content_words`: not a stopword, 3+ letters) of each
+    caption, whole words: the pieces of a word are joined before the test.
+
+    Args: text_ids (B, L); pieces: id -> piece (`vocabulary_pieces`). Returns (B, L) bool.
+    """
+    first = len(SPECIAL_TOKENS)
+    out = torch.zeros(text_ids.shape, dtype=torch.bool)
+    for b, row in enumerate(text_ids.tolist()):
+        word, span = "", []
+        for p, i in enumerate([*row, 0]):  # the trailing 0 closes the last word
+            piece = pieces[i] if first <= i < len(pieces) else None
+            if piece is not None and piece.startswith("##") and span:
+                word, span = word + piece[2:], [*span, p]
+                continue
+            if span and content_words(word) == [word]:
+                out[b, span] = True
+            word, span = (piece, [p]) if piece is not None else ("", [])
+    return out.to(text_ids.device)
 
 
 # ---- PEM crops -----------------------------------------------------------------------------
@@ -311,11 +365,13 @@ def vtc_loss(
         return (loss_v2t + loss_t2v) / 2
 
 
-def vtm_loss(logits: torch.Tensor) -> torch.Tensor:
-    """CE of (3B, 2) logits laid out [B positives; 2B negatives] (labels 1, then 0)."""
+def vtm_loss(logits: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """CE of (3B, 2) logits laid out [B positives; 2B negatives] (labels 1, then 0), the
+    positives weighted `pos_weight` (a weighted mean: 1.0 is the release's plain mean)."""
     B = logits.shape[0] // 3
     labels = torch.cat([torch.ones(B), torch.zeros(2 * B)]).long().to(logits.device)
-    return F.cross_entropy(logits.float(), labels)
+    weight = torch.tensor([1.0, pos_weight], device=logits.device)
+    return F.cross_entropy(logits.float(), labels, weight=weight)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -384,9 +440,10 @@ class AlproObjective(Objective):
             else {"vtc": "vtc", "vtm": "vtm", "mlm": "mlm", "pem": "pem"}
         )
         self._prompter = None  # built in the worker
+        self._pieces = None  # the tokenizer's pieces by id, read in the worker
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_prompter": None}  # never ship a model to the workers
+        return {**self.__dict__, "_prompter": None, "_pieces": None}  # built there
 
     def build_model(self, fresh: bool) -> nn.Module:
         from training.model import Alpro
@@ -408,15 +465,27 @@ class AlproObjective(Objective):
             self._prompter = Prompter(model.to(device), prompts.to(device), self.loss.pem_threshold)
         return self._prompter
 
+    def content_words_of(self, text_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the content words of each caption (`content_word_mask`)."""
+        if self._pieces is None:
+            self._pieces = vocabulary_pieces(load_wordpiece(self.tokenizer))
+        return content_word_mask(text_ids, self._pieces)
+
     def model_inputs(self, batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
         video = batch["video"].to(device, dtype, non_blocking=True)  # (B, T, H, W, 3)
         text_ids = batch["text_ids"][:, 0].to(device, non_blocking=True)  # (B, L): caption 0
         inputs = {"video": video, "text_ids": text_ids}
         if self.cfg.is_prompter:
             return inputs
+        if self.loss.vtm_duplicate_cos < 1.0:
+            inputs["vtm_duplicate_cos"] = self.loss.vtm_duplicate_cos
         if self.loss.mlm_weight > 0:
+            whole = None
+            if self.loss.content_mask_prob > 0:
+                chosen = torch.rand(text_ids.shape[0], device=device) < self.loss.content_mask_prob
+                whole = self.content_words_of(text_ids) & chosen[:, None]  # (B, L)
             inputs["mlm_ids"], batch["mlm_labels"] = mask_tokens(
-                text_ids, self.cfg.vocab_size, self.loss.mlm_prob
+                text_ids, self.cfg.vocab_size, self.loss.mlm_prob, also=whole
             )
         if self.pem:
             boxes, inputs["pem_mask"] = random_crops(
@@ -437,7 +506,7 @@ class AlproObjective(Objective):
         total = self.loss.vtc_weight * parts["vtc"]
         if not self.cfg.is_prompter:
             zero = outputs["vtm_logits"].sum() * 0.0 + 0.0  # +0.0: no "-0.0" in the log
-            parts["vtm"] = vtm_loss(outputs["vtm_logits"])
+            parts["vtm"] = vtm_loss(outputs["vtm_logits"], self.loss.vtm_pos_weight)
             parts["mlm"] = (
                 mlm_loss(outputs["mlm_logits"], batch["mlm_labels"].to(device))
                 if "mlm_logits" in outputs
@@ -485,6 +554,7 @@ __all__ = [
     "content_words",
     "crop_cell_sizes",
     "crop_video",
+    "content_word_mask",
     "entity_vocabulary",
     "mask_tokens",
     "mlm_loss",
@@ -493,5 +563,6 @@ __all__ = [
     "random_crops",
     "read_entities",
     "vtc_loss",
+    "vocabulary_pieces",
     "vtm_loss",
 ]
