@@ -8,9 +8,9 @@ one run with interleaved repeats (every repeat times every path in turn; medians
     .npy -> `augment_clip` in float32 on the CPU (crop, resize, flip, colour jitter, noise)
     -> hand a float32 clip to the training process.
   new path, for each encoding (v1 shards too): decode (JPEG, or the window's H.264 stream
-    in-process with PyAV, the crop box cut and resized inside FFmpeg, so for H.264 the
-    crop+resize time is inside "decode"; Opus / AAC / FLAC / .npy audio) -> crop + resize +
-    flip in uint8 (JPEG) / flip (H.264)
+    in-process with PyAV, the crop box cut, resized and flipped inside FFmpeg, so for H.264
+    the crop+resize+flip time is inside "decode"; Opus / AAC / FLAC audio decoded up to the
+    clip's end, or .npy) -> crop + resize + flip in uint8 (JPEG)
     -> hand uint8 video + int16 audio to the training process; the colour jitter, [-1, 1]
     scaling and noise run batched on the training device (`augment_batch`; timed here on
     this CPU and reported, but not a loader core's work).
@@ -115,17 +115,18 @@ def new_path(clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig) -> 
     t0 = time.perf_counter()
     start = int(torch.randint(0, meta["num_frames"] - FRAMES + 1, (), generator=gen))
     params = draw_clip_params(meta["height"], meta["width"], cfg, gen)
-    dec = decode_sample(
-        sample, slice(start, start + FRAMES), crop=params.box, out_size=(SIDE, SIDE)
-    )
     a0 = start * 4800
+    dec = decode_sample(
+        sample, slice(start, start + FRAMES), crop=params.box, out_size=(SIDE, SIDE),
+        flip=params.flip, audio_until=a0 + AUDIO,
+    )  # fmt: skip
     wave = np.zeros(AUDIO, np.int16)
     part = dec["audio"][a0 : a0 + AUDIO]
     wave[: len(part)] = part
     t1 = time.perf_counter()
     if dec["cropped"]:
         video = torch.from_numpy(dec["video"])
-        video = (video.flip(2) if params.flip else video).contiguous()
+        video = (video.flip(2) if params.flip and not dec["flipped"] else video).contiguous()
     else:
         video = crop_resize_flip_u8(dec["video"], params, SIDE, SIDE)
     t2 = time.perf_counter()

@@ -267,8 +267,10 @@ def ffmpeg_alone(cfg: PreprocessConfig, clip: dict) -> float:
     for i in range(n):
         cmd += ["-map", f"[v{i}]", "-map", f"[a{i}]", "-c:v", "libx264", "-threads", "1",
                 "-crf", f"{cfg.h264_crf:g}", "-preset", cfg.h264_preset, "-pix_fmt", "yuv420p",
+                *(["-tune", cfg.h264_tune] if cfg.h264_tune else []),
                 "-x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0",
                 "-c:a", "libopus", "-b:a", str(DEFAULT_AUDIO_BITRATE["opus"]), "-ac", "1",
+                "-frame_duration", "60",
                 "-f", "null", "-"]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)

@@ -151,16 +151,33 @@ def _video(
     stream: int | None = None,
     seek_from: float = 0.0,
     max_aspect: float | None = None,
+    full_range: bool = False,
 ):
     """The video graph shared by the pipeline and the decode-only benchmark limit, and the
     output options it needs. Frame i is at start + i / fps on the file's timeline: `fps`
-    with start_time=0 repeats the first frame where the video starts later than the range."""
+    with start_time=0 repeats the first frame where the video starts later than the range.
+
+    Colours: the frames come out as BT.601 YUV, limited range (or full with `full_range`:
+    JPEG's), whatever the source's matrix and range (read from its tags; untagged = BT.601).
+    Without this a BT.709 source (most HD video) would be stored as BT.709 YUV that every
+    reader decodes as BT.601: greens ~25/255 too bright, reds too dark."""
     node, out = _input(path, start, duration, threads, seek_from)
     video = _pick(node, stream, "v").filter("fps", fps=fps, start_time=0)
     if max_aspect is not None:
         video = video.filter("crop", **crop_filter_args(max_aspect))
-    video = video.filter("scale", **scale_filter_args(short_side)).filter("setsar", 1)
+    video = video.filter(
+        "scale", **scale_filter_args(short_side), **colour_filter_args(full_range)
+    ).filter("setsar", 1)
     return video, out
+
+
+def colour_filter_args(full_range: bool = False) -> dict:
+    """scale options converting any source to BT.601 YUV (the shards' colours; see `_video`)."""
+    return {
+        "in_color_matrix": "auto",
+        "out_color_matrix": "bt601",
+        "out_range": "pc" if full_range else "tv",
+    }
 
 
 def _run(stream, threads: int, what: str) -> bytes:
@@ -196,6 +213,7 @@ def decode_frames(
     video, out = _video(
         path, start, duration, fps, short_side, threads,
         stream=stream, seek_from=seek_from, max_aspect=max_aspect,
+        full_range=frame_format != "yuv420p",
     )  # fmt: skip
     if frame_format == "yuv420p":
         raw = _run(
@@ -292,7 +310,19 @@ def decode_square_rgb(
         ffmpeg.input(path, threads=threads, **seek)
         .video.filter("fps", fps=fps)
         # "increase" makes both sides >= side (ffmpeg takes the max), so the crop always fits.
-        .filter("scale", w=side, h=side, force_original_aspect_ratio="increase")
+        # RGB straight from the scaler with the source's matrix and swscale's accurate path:
+        # the colours the loader gets from a shard (shard_format.RGB_SWS); the conversion
+        # ffmpeg would insert by itself is ~2/255 darker in R and B.
+        .filter(
+            "scale",
+            w=side,
+            h=side,
+            force_original_aspect_ratio="increase",
+            flags="bicubic+accurate_rnd+full_chroma_int",
+            in_color_matrix="auto",
+            out_range="pc",
+        )
+        .filter("format", "rgb24")
         .filter("crop", side, side)
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads)
     )

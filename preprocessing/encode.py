@@ -29,13 +29,17 @@ def encode_h264(
     *,
     crf: float = 23,
     preset: str = "fast",
+    tune: str = "fastdecode",
     keyint: int = 0,
     threads: int = 1,
 ) -> bytes:
     """yuv420p frames (each uint8 [height * 3 // 2, width], ffmpeg's planar layout) -> an mp4
     holding one H.264 stream that starts on a key frame. `keyint` = the most frames between key
     frames (0 = the whole window is one group: the smallest member; a crop anywhere in it
-    decodes from its first frame). Scene-cut key frames are off, so sizes are predictable."""
+    decodes from its first frame). Scene-cut key frames are off, so sizes are predictable.
+    `tune` is x264's ("" = none; "fastdecode" is the default: see PreprocessConfig.h264_tune).
+    The frames are BT.601 limited range (`preprocessing.decode` converts every source to it)
+    and the stream says so (smpte170m, tv), for players; our decoder assumes it either way."""
     import av
 
     gop = keyint if keyint > 0 else max(1, len(frames))
@@ -44,9 +48,12 @@ def encode_h264(
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = threads
+        stream.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M (BT.601)
+        stream.codec_context.color_range = 1  # AVCOL_RANGE_MPEG (limited, "tv")
         stream.options = {
             "crf": f"{crf:g}",
             "preset": preset,
+            **({"tune": tune} if tune else {}),
             "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
         }
         for i, data in enumerate(frames):
@@ -73,6 +80,10 @@ def encode_audio_member(
         stream.codec_context.thread_count = threads
         if codec in DEFAULT_AUDIO_BITRATE:
             stream.bit_rate = bitrate or DEFAULT_AUDIO_BITRATE[codec]
+        if codec == "opus":
+            # 60 ms frames instead of libopus's 20: the same bytes and quality here (stored
+            # audio, no latency to keep low), a third of the packets to decode per window.
+            stream.options = {"frame_duration": "60"}
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(audio, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
         )

@@ -331,33 +331,52 @@ def _select(frames: slice | list[int] | None, total: int) -> list[int]:
     return [i % total for i in frames]
 
 
-def _rgb_converter(stream, crop, out_size, width: int, height: int):
-    """frame -> uint8 [H, W, 3]: whole-frame RGB, or the crop box resized (an FFmpeg graph)."""
-    if crop is None:
-        return lambda frame: frame.to_ndarray(format="rgb24")
+# Every H.264 member holds BT.601 limited-range ("tv") YUV: preprocessing converts every source
+# to it (`preprocessing.decode`), and the JPEG members are BT.601 full range by definition. The
+# RGB conversion says so explicitly rather than trusting the stream's tags, so every decode path
+# (this one, the JPEG one, ffmpeg's evaluation decode) gives the same colours. swscale's accurate
+# path (full chroma interpolation, accurate rounding): its fast one is ~2/255 darker in R and B.
+RGB_SWS = (
+    "flags=bilinear+accurate_rnd+full_chroma_int:in_color_matrix=bt601:in_range=tv:out_range=pc"
+)
+
+
+def _rgb_graph(stream, crop, out_size, flip: bool, width: int, height: int):
+    """(frame -> its RGB picture as a uint8 [H, W, 3] view, (H, W)): the whole frame, or the
+    crop box (top, left, h, w) resized to `out_size` (height, width), mirrored when `flip`, in
+    one FFmpeg graph on one thread (crop, swscale bilinear, which filters when it shrinks, and
+    the BT.601 -> RGB conversion in one pass, then hflip). The view is valid until the next
+    frame: copy it."""
     import av
 
-    top, left, h, w = (int(v) for v in crop)
-    if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
-        raise SampleError(f"crop box {crop} is outside the {width}x{height} frame")
-    out_h, out_w = out_size if out_size is not None else (h, w)
     graph = av.filter.Graph()
-    chain = [
-        graph.add_buffer(template=stream),
-        graph.add("crop", f"{w}:{h}:{left}:{top}:exact=1"),
-        graph.add("scale", f"{out_w}:{out_h}:flags=bilinear+accurate_rnd+full_chroma_int"),
-        graph.add("format", "rgb24"),
-        graph.add("buffersink"),
-    ]
+    graph.threads = 1  # the loader's cost is per core; FFmpeg would add threads of its own
+    chain = [graph.add_buffer(template=stream)]
+    out_h, out_w = height, width
+    if crop is not None:
+        top, left, h, w = (int(v) for v in crop)
+        if not (
+            0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width
+        ):
+            raise SampleError(f"crop box {crop} is outside the {width}x{height} frame")
+        out_h, out_w = out_size if out_size is not None else (h, w)
+        chain.append(graph.add("crop", f"{w}:{h}:{left}:{top}:exact=1"))
+    chain.append(graph.add("scale", f"{out_w}:{out_h}:{RGB_SWS}"))
+    chain.append(graph.add("format", "rgb24"))
+    if flip:
+        chain.append(graph.add("hflip"))
+    chain.append(graph.add("buffersink"))
     for a, b in zip(chain, chain[1:]):
         a.link_to(b)
     graph.configure()
 
-    def convert(frame):
+    def convert(frame) -> np.ndarray:
         graph.push(frame)
-        return graph.pull().to_ndarray()
+        plane = graph.pull().planes[0]  # rows padded to line_size bytes
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:out_h]
+        return rows[:, : out_w * 3].reshape(out_h, out_w, 3)
 
-    return convert
+    return convert, (out_h, out_w)
 
 
 def decode_h264(
@@ -368,13 +387,15 @@ def decode_h264(
     max_pixels: int = MAX_FRAME_PIXELS,
     crop: tuple[int, int, int, int] | None = None,
     out_size: tuple[int, int] | None = None,
+    flip: bool = False,
 ) -> np.ndarray:
     """An `.mp4` H.264 member -> uint8 [t, H, W, 3] RGB, in-process (PyAV, one thread).
 
     With `crop` (top, left, h, w) and `out_size` (height, width), the box is cut and resized
     inside FFmpeg (crop + swscale bilinear, which filters when it shrinks, + RGB conversion in
-    one pass): what the training loader does, several times cheaper than converting whole
-    frames to RGB and resizing them after.
+    one pass), and mirrored left-right there too with `flip`: what the training loader does,
+    several times cheaper than converting whole frames to RGB and resizing them after.
+    Colours: BT.601 limited range -> full-range RGB, whatever the stream's tags (`RGB_SWS`).
 
     `frames` selects frames (a slice or a list of indices over the member's frames): decoding
     runs from the window's key frame up to the last selected frame and only those are
@@ -404,43 +425,65 @@ def decode_h264(
             raise SampleError(f"video is {width}x{height}, the metadata says {size[0]}x{size[1]}")
         ctx.thread_count = 1
         ctx.thread_type = "NONE"
-        convert = _rgb_converter(stream, crop, out_size, width, height)
+        convert, (out_h, out_w) = _rgb_graph(stream, crop, out_size, flip, width, height)
+        whole = frames is None and num_frames is None
         if total is None:
             total = stream.frames or MAX_FRAME_PIXELS
-        wanted = _select(frames, total) if frames is not None or num_frames else []
-        keep = set(wanted)
+        wanted = [] if whole else _select(frames, total)
+        # frame index -> its positions in the output (a list may repeat an index)
+        where: dict[int, list[int]] = {}
+        for pos, j in enumerate(wanted):
+            where.setdefault(j, []).append(pos)
         last = max(wanted) if wanted else -1
-        got: dict[int, np.ndarray] = {}
+        out = np.empty((len(wanted), out_h, out_w, 3), np.uint8)
+        got: list[np.ndarray] = []  # whole: every frame
         i = -1
         try:
             for i, frame in enumerate(container.decode(stream)):
-                if frames is None and num_frames is None:
+                if whole:
                     if i >= MAX_FRAMES:
                         raise SampleError(f"video member holds over {MAX_FRAMES} frames")
-                    got[i] = convert(frame)
+                    got.append(convert(frame).copy())
                     continue
                 if i > last:
                     break
-                if i in keep:
-                    got[i] = convert(frame)
+                if i in where:
+                    picture = convert(frame)
+                    for pos in where[i]:
+                        out[pos] = picture
         except _av_error() as e:
             why = " ".join(str(e).split())[:120]
             raise SampleError(f"video frame {i + 1}: cannot decode ({why})") from None
-    if frames is None and num_frames is None:
-        wanted = sorted(got)
-    missing = [j for j in wanted if j not in got]
-    if missing:
-        raise SampleError(f"video member holds {i + 1} frames, the crop needs frame {max(missing)}")
-    out = [got[j] for j in wanted]
-    return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+    if whole:
+        return np.stack(got) if got else np.zeros((0, 0, 0, 3), np.uint8)
+    if wanted and i < last:
+        raise SampleError(f"video member holds {i + 1} frames, the crop needs frame {last}")
+    return out
+
+
+def _float_to_s16(x: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] -> int16, rounded and clipped as swresample does (lrintf)."""
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2")
 
 
 def decode_compressed_audio(
-    data: bytes, ext: str, sample_rate: int, max_samples: int | None = None
+    data: bytes,
+    ext: str,
+    sample_rate: int,
+    max_samples: int | None = None,
+    until: int | None = None,
 ) -> np.ndarray:
     """An `.opus` / `.m4a` / `.flac` member -> int16 mono [S] at `sample_rate` (PyAV).
-    Decoding stops with SampleError as soon as it passes `max_samples`."""
+    Decoding stops with SampleError as soon as it passes `max_samples`, and quietly once it
+    holds `until` samples (a reader that needs only the start: then S may be < the member's).
+
+    Mono frames already at `sample_rate` (what our encoders write) are converted to int16 in
+    one numpy pass, bit-identical to swresample's and a third of the decode's cost cheaper
+    than a resampler call per frame; anything else goes through swresample."""
     import av
+
+    def fail(e) -> SampleError:
+        return SampleError(f"audio .{ext}: cannot decode ({' '.join(str(e).split())[:120]})")
 
     try:
         container = av.open(io.BytesIO(data), format=_AUDIO_FORMATS[ext])
@@ -450,24 +493,36 @@ def decode_compressed_audio(
         ) from None
     parts: list[np.ndarray] = []
     count = 0
+    resampler = None  # made at the first frame that is not mono float / s16 at sample_rate
     with container:
         if not container.streams.audio:
             raise SampleError(f"audio .{ext} member has no audio stream")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    count += parts[-1].shape[0]
+                fmt = frame.format.name
+                if (
+                    resampler is None
+                    and frame.sample_rate == sample_rate
+                    and frame.layout.nb_channels == 1
+                    and fmt in ("flt", "fltp", "s16", "s16p")
+                ):
+                    x = frame.to_ndarray().reshape(-1)
+                    parts.append(_float_to_s16(x) if fmt[0] == "f" else x)
+                else:
+                    if resampler is None:  # the frames so far are kept as they are
+                        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+                    parts.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
+                count = sum(len(p) for p in parts) if resampler else count + len(parts[-1])
                 if max_samples is not None and count > max_samples:
                     raise SampleError(f"audio holds over {max_samples} samples, the window's most")
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
+                if until is not None and count >= until:
+                    break
+            else:
+                if resampler is not None:
+                    parts.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
         except _av_error() as e:
-            raise SampleError(
-                f"audio .{ext}: cannot decode ({' '.join(str(e).split())[:120]})"
-            ) from None
+            raise fail(e) from None
     return np.concatenate(parts).astype("<i2", copy=False) if parts else np.zeros(0, "<i2")
 
 
@@ -476,8 +531,10 @@ def decode_compressed_audio(
 LOSSY_SHORTFALL = 0.05
 
 
-def decode_audio_member(data: bytes, meta: dict) -> np.ndarray:
-    """The sample's audio member (any codec) -> int16 [num_samples]."""
+def decode_audio_member(data: bytes, meta: dict, until: int | None = None) -> np.ndarray:
+    """The sample's audio member (any codec) -> int16 [num_samples]. With `until`, a compressed
+    member is decoded only as far as its first `until` samples (the rest are zeros): for a
+    reader that needs only the start of the window."""
     ext = members(meta)[1]
     limit = max_audio_samples(meta)
     want = meta["num_samples"]
@@ -486,8 +543,10 @@ def decode_audio_member(data: bytes, meta: dict) -> np.ndarray:
         if len(audio) != want:
             raise SampleError(f"audio has {len(audio)} samples, num_samples says {want}")
         return audio
-    audio = decode_compressed_audio(data, ext, meta["sample_rate"], limit)
-    if len(audio) < want * (1 - LOSSY_SHORTFALL):
+    until = None if until is None or until >= want else max(0, until)
+    audio = decode_compressed_audio(data, ext, meta["sample_rate"], limit, until)
+    stopped = until is not None and len(audio) >= until
+    if not stopped and len(audio) < want * (1 - LOSSY_SHORTFALL):
         raise SampleError(f"audio has {len(audio)} samples, num_samples says {want}")
     if len(audio) >= want:
         return audio[:want]
@@ -500,17 +559,21 @@ def decode_video_member(
     frames: slice | list[int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
     out_size: tuple[int, int] | None = None,
+    flip: bool = False,
 ) -> np.ndarray:
     """The sample's video member (any codec) -> uint8 [t, H, W, 3], only `frames` (a slice,
-    or a list of indices such as `sparse_frame_indices` gives) decoded. `crop`/`out_size` are
-    applied inside the decoder for H.264 only (see `decode_h264`); JPEG frames come whole."""
+    or a list of indices such as `sparse_frame_indices` gives) decoded. `crop`/`out_size`/
+    `flip` are applied inside the decoder for H.264 only (see `decode_h264`); JPEG frames
+    come whole and unflipped."""
     size = (meta["width"], meta["height"])
     if members(meta)[0] == VIDEO_MEMBER:
         jpegs = split_frames(data, meta["frame_sizes"])
         if frames is not None:
             jpegs = [jpegs[i] for i in _select(frames, len(jpegs))]
         return decode_frames(jpegs, size)
-    return decode_h264(data, size, frames, meta["num_frames"], crop=crop, out_size=out_size)
+    return decode_h264(
+        data, size, frames, meta["num_frames"], crop=crop, out_size=out_size, flip=flip
+    )
 
 
 def decode_sample(
@@ -518,11 +581,17 @@ def decode_sample(
     frames: slice | list[int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
     out_size: tuple[int, int] | None = None,
+    flip: bool = False,
+    audio_until: int | None = None,
 ) -> dict:
-    """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16},
-    schema v1 or v2, any codec. `frames` selects frames (a slice, or a list of indices such as
-    `sparse_frame_indices` gives) so only those are decoded (JPEG) or converted (H.264). Guarded: SampleError (a ValueError) with a one-line reason
-    for any member that is missing or malformed."""
+    """A raw sample (member -> bytes) -> {key, meta, video [T,H,W,3] uint8, audio [S] int16,
+    cropped, flipped}, schema v1 or v2, any codec. `frames` selects frames (a slice, or a list
+    of indices such as `sparse_frame_indices` gives) so only those are decoded (JPEG) or
+    converted (H.264). An H.264 member is cropped, resized and flipped inside the decoder
+    (`cropped` / `flipped` say whether that happened; JPEG frames come whole). With
+    `audio_until`, compressed audio is decoded only as far as that sample (the rest of the
+    waveform is zeros). Guarded: SampleError (a ValueError) with a one-line reason for any
+    member that is missing or malformed."""
     if META_MEMBER not in sample:
         raise SampleError(f"missing member .{META_MEMBER}")
     meta = parse_meta(sample[META_MEMBER])
@@ -530,13 +599,16 @@ def decode_sample(
     if missing:
         raise SampleError(f"missing member {', '.join(missing)}")
     vext, aext = members(meta)
-    video = decode_video_member(sample[vext], meta, frames, crop, out_size)
+    video = decode_video_member(sample[vext], meta, frames, crop, out_size, flip)
     audio = sample[aext]
-    audio = decode_audio_member(audio, meta) if isinstance(audio, bytes) else np.asarray(audio)
-    cropped = crop is not None and vext != VIDEO_MEMBER  # done inside the H.264 decoder
+    if isinstance(audio, bytes):
+        audio = decode_audio_member(audio, meta, audio_until)
+    else:
+        audio = np.asarray(audio)
+    inside = vext != VIDEO_MEMBER  # H.264: crop / resize / flip done by the decoder
     return {
         "key": sample["__key__"], "meta": meta, "video": video, "audio": audio,
-        "cropped": cropped,
+        "cropped": crop is not None and inside, "flipped": flip and inside,
     }  # fmt: skip
 
 

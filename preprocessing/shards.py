@@ -132,7 +132,7 @@ def encode_window(
     if cfg.video_codec == "h264":
         video = encode_h264(
             frames, size[0], size[1], cfg.fps, crf=cfg.h264_crf, preset=cfg.h264_preset,
-            keyint=cfg.h264_keyint, threads=threads,
+            tune=cfg.h264_tune, keyint=cfg.h264_keyint, threads=threads,
         )  # fmt: skip
     if cfg.audio_codec == "pcm" or len(audio) == 0:
         return video, audio

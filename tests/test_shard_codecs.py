@@ -188,3 +188,78 @@ def test_members_are_byte_identical_for_the_same_input(codec):
     assert encode_audio_member(audio, 48_000, codec) == encode_audio_member(audio, 48_000, codec)
     planes = [rng.integers(0, 256, (96 * 3 // 2, 128), dtype=np.uint8) for _ in range(10)]
     assert encode_h264(planes, 128, 96, 10.0) == encode_h264(planes, 128, 96, 10.0)
+
+
+BARS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (128, 128, 128)]  # RGB, left to right
+
+
+def _bars_clip(path, matrix: str | None) -> str:
+    """4 s of four 64-pixel colour bars (BARS), 256x256, as H.264 in BT.601 (untagged, what
+    most tools assume) or BT.709 (tagged: most HD video)."""
+    bars = "".join(
+        f"color=c=0x{r:02x}{g:02x}{b:02x}:s=64x256:r=10:d=4[c{i}];"
+        for i, (r, g, b) in enumerate(BARS)
+    )
+    to_yuv = "scale=flags=accurate_rnd+full_chroma_int"
+    tags: list[str] = []
+    if matrix == "bt709":
+        to_yuv += ":out_color_matrix=bt709:out_range=tv"
+        tags = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    graph = bars + f"[c0][c1][c2][c3]hstack=inputs=4,{to_yuv},format=yuv420p[v]"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "nullsrc",
+         "-filter_complex", graph, "-map", "[v]", "-t", "4", "-c:v", "libx264", "-qp", "0",
+         *tags, str(path)],
+        check=True,
+    )  # fmt: skip
+    return str(path)
+
+
+def _bar_colours(frames: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] of the bars -> [4, 3] mean RGB of each bar's middle (away from the
+    edges, where 4:2:0 chroma blurs them)."""
+    w = frames.shape[2] / 4
+    return np.stack(
+        [frames[:, :, round((i + 0.375) * w) : round((i + 0.625) * w)].mean(axis=(0, 1, 2))
+         for i in range(4)]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("matrix", [None, "bt709"])
+def test_every_decode_path_gives_the_same_colours(tmp_path, matrix):
+    """Training (the H.264 member, whole frames or cropped inside the decoder; JPEG members)
+    and evaluation (ffmpeg straight from the file) see the same colours, those of the source,
+    for a BT.601 and a BT.709 source: preprocessing stores BT.601 whatever the source's
+    matrix, and every reader converts BT.601 with swscale's accurate path. Before, a BT.709
+    source's green bar came out ~25/255 too green from shards (and its red ~18/255 too dark),
+    and whole frames (PyAV's own conversion) ~2/255 darker than cropped ones."""
+    from preprocessing.decode import decode_square_rgb
+    from preprocessing.encode import encode_h264
+    from preprocessing.shard_format import decode_frames
+
+    src = _bars_clip(tmp_path / "bars.mp4", matrix)
+    span = decode_span(src, 0.0, 4.0, fps=10, short_side=256, sample_rate=RATE, qscale=2,
+                       has_audio=False, frame_format="yuv420p")  # fmt: skip
+    assert (span.width, span.height) == (256, 256)
+    member = encode_h264(span.frames, 256, 256, 10.0)
+    jpegs = decode_span(src, 0.0, 4.0, fps=10, short_side=256, sample_rate=RATE, qscale=2,
+                        has_audio=False, frame_format="jpeg").frames  # fmt: skip
+    paths = {
+        "evaluation (ffmpeg)": decode_square_rgb(src, 10, 256),
+        "h264 whole frames": decode_h264(member, num_frames=40),
+        "h264 crop in decoder": decode_h264(
+            member, frames=slice(4, 36), num_frames=40, crop=(0, 0, 256, 256), out_size=(128, 128)
+        ),
+        "jpeg": decode_frames(jpegs),
+    }
+    colours = {name: _bar_colours(frames) for name, frames in paths.items()}
+    truth = np.array(BARS, np.float64)
+    ref = colours["evaluation (ffmpeg)"]
+    for name, got in colours.items():
+        why = (name, got.round(1).tolist(), ref.round(1).tolist())
+        assert np.abs(got - truth).max() < 6, why
+        # Measured: within 2 for the BT.601 source; up to ~4 for BT.709, whose YUV is
+        # rounded to 8 bits twice on the way to the shard (BT.709 -> BT.601 -> x264).
+        assert np.abs(got - ref).max() < 5, why
+    whole, cropped = colours["h264 whole frames"], colours["h264 crop in decoder"]
+    assert np.abs(whole - cropped).max() < 1.5  # one conversion, whatever the frame size

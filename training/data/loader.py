@@ -328,9 +328,14 @@ class _ClipMaker:
         # Every draw of the clip, then the decode: an H.264 member is cropped and resized
         # inside the decoder (uint8 out); JPEG frames come whole and are cut here.
         params = draw_clip_params(meta["height"], meta["width"], self.data.augment, self.gen)
+        # The audio under the same span: start at the first frame's time; compressed audio is
+        # decoded only as far as the span's end.
+        need = self.shape.audio_samples * audio_stride
+        a0 = round(start * sample_rate / fps)
         decoded = shard_format.decode_sample(
             {**raw, shard_format.META_MEMBER: meta}, frames,
-            crop=params.box, out_size=(self.shape.height, self.shape.width),
+            crop=params.box, out_size=(self.shape.height, self.shape.width), flip=params.flip,
+            audio_until=a0 + need,
         )  # fmt: skip
         video = decoded["video"]  # uint8 [t <= T, H0, W0, 3] (or already [t, H, W, 3])
         if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
@@ -340,19 +345,16 @@ class _ClipMaker:
             video = np.concatenate([video, pad])
         if decoded["cropped"]:
             video_t = torch.from_numpy(video)
-            if params.flip:
+            if params.flip and not decoded["flipped"]:
                 video_t = video_t.flip(2)  # width axis of [T, H, W, 3]
             video_t = video_t.contiguous()
         else:
             video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
 
-        # The audio under the same span: start at the first frame's time; int16 until the
-        # device (pooling and noise happen there).
+        # int16 until the device (pooling and noise happen there).
         audio = decoded["audio"]
         if audio.ndim != 1 or audio.dtype != np.int16:
             raise ValueError(f"audio is {audio.dtype} {audio.shape}, expected int16 [S]")
-        need = self.shape.audio_samples * audio_stride
-        a0 = round(start * sample_rate / fps)
         wave = np.zeros(need, np.int16)  # window shorter than the clip: silence after its end
         part = audio[a0 : a0 + need]
         wave[: len(part)] = part
