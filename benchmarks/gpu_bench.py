@@ -274,8 +274,9 @@ def loader_fed(
     it = iter(dl)
     first = next(it)
     first_batch_s = time.perf_counter() - t0
-    assert first["video"].dtype == torch.uint8, first["video"].dtype
-    assert tuple(first["video"].shape) == (batch, shape.frames, shape.height, shape.width, 3)
+    video = first["video_y"] if "video_y" in first else first["video"]  # YUV planes or RGB
+    assert video.dtype == torch.uint8, video.dtype
+    assert tuple(video.shape[:4]) == (batch, shape.frames, shape.height, shape.width)
     try:
         res = timed_steps(trainer, it, warmup, steps, batch)
     finally:

@@ -8,12 +8,15 @@ one run with interleaved repeats (every repeat times every path in turn; medians
     .npy -> `augment_clip` in float32 on the CPU (crop, resize, flip, colour jitter, noise)
     -> hand a float32 clip to the training process.
   new path, for each encoding (v1 shards too): decode (JPEG, or the window's H.264 stream
-    in-process with PyAV, the crop box cut, resized and flipped inside FFmpeg, so for H.264
-    the crop+resize+flip time is inside "decode"; Opus / AAC / FLAC audio decoded up to the
-    clip's end, or .npy) -> crop + resize + flip in uint8 (JPEG)
-    -> hand uint8 video + int16 audio to the training process; the colour jitter, [-1, 1]
-    scaling and noise run batched on the training device (`augment_batch`; timed here on
-    this CPU and reported, but not a loader core's work).
+    in-process with PyAV, the crop box cut and resized inside FFmpeg into the loader's
+    hand-off format, `data.video_handoff`, default 4:2:0 YUV planes, so for H.264 the
+    crop+resize time is inside "decode"; Opus / AAC / FLAC audio decoded up to the clip's
+    end, or .npy) -> crop + resize + flip in uint8 (JPEG)
+    -> hand uint8 video (YUV planes or RGB) + int16 audio to the training process; the YUV ->
+    RGB conversion and flip, colour jitter, [-1, 1] scaling and noise run batched on the
+    training device (`augment_batch`; timed here on this CPU and reported, the conversion
+    also on its own, but not a loader core's work). `new:h264_opus:rgb` is the default
+    encoding with the RGB hand-off (converted in the decoder), side by side.
 
 The hand-off is what a DataLoader worker does with a clip: pickle it for the queue, which
 moves the tensors into shared memory (a copy), and the training process unpickles it.
@@ -53,10 +56,14 @@ from training.data.augment import (  # noqa: E402
     augment_clip,
     crop_resize_flip_u8,
     draw_clip_params,
+    yuv_to_rgb,
 )
+from training.data.loader import DataConfig  # noqa: E402
 
 FRAMES, SIDE, AUDIO = 32, 224, 153_600  # the paper's clip (stride 1 at 10 fps / 48 kHz)
 BATCH = 8  # clips per device-side augmentation call
+# The loader's default hand-off format for H.264 clips (data.video_handoff).
+PIX_FMT = DataConfig(audioset="-").pix_fmt(SIDE, SIDE)
 
 
 def _handoff(*tensors: torch.Tensor) -> float:
@@ -108,43 +115,60 @@ def v1_path(clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig) -> d
     return {"decode": t1 - t0, "augment_cpu_float": t2 - t1, "handoff": handoff}
 
 
-def new_path(clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig) -> tuple:
-    """The loader's path: an H.264 member is cropped + resized inside the decoder (so its
-    crop_resize time is part of decode); JPEG frames are decoded whole and cut in uint8."""
+def new_path(
+    clips: Clips, i: int, gen: torch.Generator, cfg: AugmentConfig, pix_fmt: str = PIX_FMT
+) -> tuple:
+    """The loader's path: an H.264 member is cropped + resized inside the decoder into
+    `pix_fmt` (so its crop_resize time is part of decode; YUV planes are flipped later, on
+    the device); JPEG frames are decoded whole and cut in uint8."""
     sample, meta = clips.samples[i % len(clips.samples)], clips.metas[i % len(clips.samples)]
     t0 = time.perf_counter()
     start = int(torch.randint(0, meta["num_frames"] - FRAMES + 1, (), generator=gen))
     params = draw_clip_params(meta["height"], meta["width"], cfg, gen)
     a0 = start * 4800
+    yuv = pix_fmt != "rgb24"
     dec = decode_sample(
         sample, slice(start, start + FRAMES), crop=params.box, out_size=(SIDE, SIDE),
-        flip=params.flip, audio_until=a0 + AUDIO,
+        flip=params.flip and not yuv, audio_until=a0 + AUDIO, pix_fmt=pix_fmt,
     )  # fmt: skip
     wave = np.zeros(AUDIO, np.int16)
     part = dec["audio"][a0 : a0 + AUDIO]
     wave[: len(part)] = part
     t1 = time.perf_counter()
-    if dec["cropped"]:
+    if isinstance(dec["video"], tuple):  # YuvPlanes: Y [T, H, W], CbCr [T, 2, h, w]
+        video = tuple(torch.from_numpy(p) for p in dec["video"])
+    elif dec["cropped"]:
         video = torch.from_numpy(dec["video"])
         video = (video.flip(2) if params.flip and not dec["flipped"] else video).contiguous()
     else:
         video = crop_resize_flip_u8(dec["video"], params, SIDE, SIDE)
     t2 = time.perf_counter()
     audio = torch.from_numpy(wave)
-    handoff = _handoff(video, audio)
+    handoff = _handoff(*(video if isinstance(video, tuple) else (video,)), audio)
     times = {"decode": t1 - t0, "crop_resize_u8": t2 - t1, "handoff": handoff}
     return times, (video, audio, params)
 
 
-def device_aug(batch: list, cfg: AugmentConfig) -> float:
-    """Seconds per clip of the batched device half, on this CPU (one thread)."""
-    video = torch.stack([b[0] for b in batch])
+def device_aug(batch: list, cfg: AugmentConfig) -> dict:
+    """Seconds per clip of the batched device half, on this CPU (one thread): all of it, and
+    the YUV -> RGB conversion alone (YUV hand-offs)."""
     audio = torch.stack([b[1] for b in batch])
     jitter = torch.tensor([b[2].jitter for b in batch])
     seeds = torch.tensor([b[2].noise_seed for b in batch])
+    flip = None
+    if isinstance(batch[0][0], tuple):  # (Y, CbCr) per clip
+        video = tuple(torch.stack([b[0][k] for b in batch]) for k in range(2))
+        flip = torch.tensor([b[2].flip for b in batch])
+    else:
+        video = torch.stack([b[0] for b in batch])
     t0 = time.perf_counter()
-    augment_batch(video, audio, jitter, seeds, cfg)
-    return (time.perf_counter() - t0) / len(batch)
+    augment_batch(video, audio, jitter, seeds, cfg, flip=flip)
+    out = {"device_aug_on_this_cpu": (time.perf_counter() - t0) / len(batch)}
+    if flip is not None:
+        t0 = time.perf_counter()
+        yuv_to_rgb(*video)
+        out["device_yuv_to_rgb_on_this_cpu"] = (time.perf_counter() - t0) / len(batch)
+    return out
 
 
 def prepare(shards: Path, videos: int) -> None:
@@ -162,7 +186,7 @@ def run(shards: Path, repeats: int, n_clips: int, videos: int) -> dict:
     prepare(shards, videos)
     cfg = AugmentConfig()
     data = {e: Clips(shards / e) for e in ENCODINGS}
-    paths = ["v1_reference", *(f"new:{e}" for e in ENCODINGS)]
+    paths = ["v1_reference", *(f"new:{e}" for e in ENCODINGS), f"new:{DEFAULT}:rgb"]
     per_rep: dict[str, list[dict]] = {p: [] for p in paths}
     for rep in range(repeats):
         for p in paths:  # interleaved: every repeat times every path in turn
@@ -174,15 +198,15 @@ def run(shards: Path, repeats: int, n_clips: int, videos: int) -> dict:
                         stages.setdefault(k, []).append(v)
             else:
                 batch = []
+                _, enc, *rgb = p.split(":")
                 for i in range(n_clips):
-                    times, clip = new_path(data[p.split(":", 1)[1]], i, gen, cfg)
+                    times, clip = new_path(data[enc], i, gen, cfg, "rgb24" if rgb else PIX_FMT)
                     batch.append(clip)
                     for k, v in times.items():
                         stages.setdefault(k, []).append(v)
                 for j in range(0, len(batch), BATCH):
-                    stages.setdefault("device_aug_on_this_cpu", []).append(
-                        device_aug(batch[j : j + BATCH], cfg)
-                    )
+                    for k, v in device_aug(batch[j : j + BATCH], cfg).items():
+                        stages.setdefault(k, []).append(v)
             per_rep[p].append({k: 1000 * statistics.mean(v) for k, v in stages.items()})
     result: dict = {"shape": {"frames": FRAMES, "height": SIDE, "width": SIDE, "audio": AUDIO}}
     result["repeats"], result["clips_per_repeat"] = repeats, n_clips
@@ -191,7 +215,7 @@ def run(shards: Path, repeats: int, n_clips: int, videos: int) -> dict:
     cps = {}
     for p, reps in per_rep.items():
         med = {k: round(statistics.median(r[k] for r in reps), 2) for k in reps[0]}
-        core = [sum(v for k, v in r.items() if k != "device_aug_on_this_cpu") for r in reps]
+        core = [sum(v for k, v in r.items() if not k.startswith("device_")) for r in reps]
         med["loader_core_ms"] = round(statistics.median(core), 2)
         result["paths_ms_per_clip"][p] = med
         cps[p] = round(1000 / med["loader_core_ms"], 2)
@@ -204,6 +228,10 @@ def run(shards: Path, repeats: int, n_clips: int, videos: int) -> dict:
     }
     result["bytes_per_member"] = members_
     result["default_encoding"] = DEFAULT
+    result["video_handoff"] = PIX_FMT
+    result["speedup_yuv_handoff_vs_rgb"] = round(
+        cps[f"new:{DEFAULT}"] / cps[f"new:{DEFAULT}:rgb"], 2
+    )
     result["speedup_vs_v1"] = round(cps[f"new:{DEFAULT}"] / cps["v1_reference"], 2)
     result["speedup_v1_shards_new_path"] = round(cps["new:v1_jpeg_pcm"] / cps["v1_reference"], 2)
     return result

@@ -11,7 +11,13 @@ import pytest
 import torch
 import webdataset as wds
 
-from preprocessing.shard_format import decode_sample, iter_samples, list_shards, members
+from preprocessing.shard_format import (
+    decode_h264,
+    decode_sample,
+    iter_samples,
+    list_shards,
+    members,
+)
 from preprocessing.vocab import load_tokenizer
 from training.data.augment import (
     AugmentConfig,
@@ -23,6 +29,7 @@ from training.data.augment import (
     draw_clip_params,
     pool_audio,
     random_resized_crop_box,
+    yuv_to_rgb_u8,
 )
 from training.data.loader import ClipShape, DataConfig, build_loader, clip_strides, finish_batch
 from training.model import make_config
@@ -463,6 +470,104 @@ def test_augment_batch_is_per_clip():
         assert torch.allclose(one[0][0], both[0][i], atol=1e-6)
         assert torch.equal(one[1][0], both[1][i])
     assert not torch.allclose(both[0][0], both[0][1])
+
+
+def _noise_h264(h=96, w=128, frames=12, luma=(40, 200), chroma=(100, 156)) -> bytes:
+    """An H.264 member of per-pixel noise planes (no smooth chroma to hide behind), in ranges
+    that keep its RGB inside [0, 255]."""
+    from preprocessing.encode import encode_h264
+
+    rng = np.random.default_rng(0)
+    planes = []
+    for _ in range(frames):
+        p = np.empty((h * 3 // 2, w), np.uint8)  # yuv420p: Y rows, then Cb and Cr
+        p[:h] = rng.integers(*luma, (h, w))
+        p[h:] = rng.integers(*chroma, (h // 2, w))
+        planes.append(p)
+    return encode_h264(planes, w, h, 10.0)
+
+
+def test_yuv_planes_convert_on_the_device_to_the_decoders_rgb():
+    """The YUV hand-off (planes cropped and resized in the decoder, `yuv_to_rgb` later on the
+    device, flipped there) against swscale's RGB in the decoder, on noise. 4:2:0 without a
+    resize and 4:4:4 with one: the same colours to rounding (one chroma siting, one matrix;
+    a crop at odd offsets too). 4:2:0 with a resize keeps chroma at half the output size: it
+    loses chroma detail (large per pixel on chroma noise), and only that: luma and each
+    frame's mean colour stay the decoder's."""
+    member = _noise_h264()
+
+    def both(pix_fmt, box, size, flip):
+        args = dict(frames=slice(2, 10), num_frames=12, crop=box, out_size=size)
+        rgb = decode_h264(member, flip=flip, **args).astype(np.float64)
+        y, uv = decode_h264(member, pix_fmt=pix_fmt, **args)
+        assert uv.shape[-2:] == ((size[0] // 2, size[1] // 2) if pix_fmt == "yuv420p" else size)
+        got = yuv_to_rgb_u8(torch.from_numpy(y), torch.from_numpy(uv), flip).numpy()
+        return got.astype(np.float64), rgb
+
+    luma = np.array([0.299, 0.587, 0.114])
+    for flip in (False, True):
+        for pix_fmt, box in (("yuv420p", (8, 10, 64, 64)), ("yuv420p", (7, 11, 64, 64)),
+                             ("yuv444p", (8, 11, 71, 93))):  # fmt: skip
+            got, rgb = both(pix_fmt, box, (64, 64), flip)
+            assert np.abs(got - rgb).max() <= 2, (pix_fmt, box, flip)
+        for box, size in (((0, 0, 96, 128), (48, 64)), ((8, 11, 71, 93), (64, 64))):
+            got, rgb = both("yuv420p", box, size, flip)
+            assert np.abs(got @ luma - rgb @ luma).max() < 2, (box, flip)
+            assert np.abs(got.mean((1, 2)) - rgb.mean((1, 2))).max() < 0.5, (box, flip)
+            assert np.abs(got - rgb).mean() > 2  # the chroma detail that 4:2:0 does lose
+
+
+@pytest.mark.parametrize("handoff", ["yuv420", "yuv444"])
+def test_yuv_handoff_batches_are_the_rgb_ones(sample_shards, handoff):
+    """The default hand-off sends Y + CbCr planes and a flip flag per clip; after
+    `finish_batch` the batch is the RGB hand-off's (same seed: same clips, crops, flips and
+    jitter) to the colour conversion's rounding, with the same keys, shapes and dtypes."""
+    shape = ClipShape(frames=8, height=48, width=64, audio_samples=6400)
+    runs = {}
+    for h in (handoff, "rgb"):
+        data = _data(sample_shards, video_handoff=h)
+        loader = build_loader(data, shape, batch_size=4, rank=0, world_size=1, seed=3)
+        raw_b = next(iter(loader))
+        runs[h] = (raw_b, finish_batch(raw_b, data.augment))
+    yuv_raw, yuv = runs[handoff]
+    rgb_raw, rgb = runs["rgb"]
+    chroma = (24, 32) if handoff == "yuv420" else (48, 64)
+    assert "video" not in yuv_raw and yuv_raw["video_y"].dtype == torch.uint8
+    assert tuple(yuv_raw["video_y"].shape) == (4, 8, 48, 64)
+    assert tuple(yuv_raw["video_uv"].shape) == (4, 8, 2, *chroma)
+    assert yuv_raw["flip"].dtype == torch.bool and rgb_raw["video"].shape == (4, 8, 48, 64, 3)
+    assert set(yuv) == set(rgb) and yuv["keys"] == rgb["keys"]
+    assert yuv["video"].shape == rgb["video"].shape and yuv["video"].dtype == torch.float32
+    assert torch.equal(yuv["audio"], rgb["audio"])
+    # [-1, 1] units: 2/255 per level; the flat-colour sample clips leave only rounding.
+    assert float((yuv["video"] - rgb["video"]).abs().mean()) < 2 / 255
+
+
+def test_a_batch_mixing_jpeg_and_h264_clips_is_rgb(sample_shards, tmp_path):
+    """v1 (JPEG) and v2 (H.264) shards in one run: a batch holding both kinds comes as RGB
+    (the YUV clips converted in the loader worker), with the batch contract unchanged."""
+    from conftest import make_sample
+
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    with wds.TarWriter(str(folder / "old-000000.tar")) as w:
+        for i in range(4):
+            w.write({"__key__": f"old{i}", **make_sample(f"old{i}", seed=i)})
+    data = _data(sample_shards, audioset=str(folder))
+    loader = build_loader(data, DEBUG, batch_size=8, rank=0, world_size=1, seed=0)
+    kinds = set()
+    for raw_b in islice(iter(loader), 6):
+        old = [k.startswith("old") for k in raw_b["keys"]]
+        if any(old) and not all(old):
+            assert "video_y" not in raw_b and raw_b["video"].dtype == torch.uint8
+            assert raw_b["video"].shape == (8, 8, 64, 64, 3)
+            kinds.add("mixed")
+        elif not any(old):
+            assert "video_y" in raw_b
+            kinds.add("h264")
+        b = finish_batch(raw_b, data.augment)
+        assert b["video"].shape == (8, 8, 64, 64, 3) and -1 <= b["video"].min()
+    assert "mixed" in kinds
 
 
 def test_a_v1_shard_trains_through_the_new_loader(tmp_path):

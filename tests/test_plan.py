@@ -102,8 +102,8 @@ def test_defaults_without_benchmarks_reproduce_the_spec(capsys):
     assert inputs["bytes_per_window"]["source"] == "measured"
     assert inputs["loader_clips_per_s_per_core"]["source"] == "measured"
     assert "README" in inputs["loader_clips_per_s_per_core"]["note"]
-    # The paper-shape v2 loader needs ~15 cores per H100: the node has 24 (v1 needed ~44).
-    assert r["loader_cores_per_gpu"] == pytest.approx(r["gpu_clips_per_s"] / 22.1)
+    # The paper-shape v2 loader needs ~7 cores per H100: the node has 24 (v1 needed ~45).
+    assert r["loader_cores_per_gpu"] == pytest.approx(r["gpu_clips_per_s"] / 49.6)
     assert r["loader_fits_on_gpu_node"] == 1.0
     sources = {v["source"] for v in [*doc["inputs"].values(), *doc["results"].values()]}
     assert sources == {"measured", "paper", "assumption", "derived"}

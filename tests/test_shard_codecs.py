@@ -229,13 +229,17 @@ def _bar_colours(frames: np.ndarray) -> np.ndarray:
 def test_every_decode_path_gives_the_same_colours(tmp_path, matrix):
     """Training (the H.264 member, whole frames or cropped inside the decoder; JPEG members)
     and evaluation (ffmpeg straight from the file) see the same colours, those of the source,
+    and so do the loader's YUV hand-offs (4:2:0 / 4:4:4 planes, converted by `yuv_to_rgb`),
     for a BT.601 and a BT.709 source: preprocessing stores BT.601 whatever the source's
     matrix, and every reader converts BT.601 with swscale's accurate path. Before, a BT.709
     source's green bar came out ~25/255 too green from shards (and its red ~18/255 too dark),
     and whole frames (PyAV's own conversion) ~2/255 darker than cropped ones."""
+    import torch
+
     from preprocessing.decode import decode_square_rgb
     from preprocessing.encode import encode_h264
     from preprocessing.shard_format import decode_frames
+    from training.data.augment import yuv_to_rgb_u8
 
     src = _bars_clip(tmp_path / "bars.mp4", matrix)
     span = decode_span(src, 0.0, 4.0, fps=10, short_side=256, sample_rate=RATE, qscale=2,
@@ -252,6 +256,11 @@ def test_every_decode_path_gives_the_same_colours(tmp_path, matrix):
         ),
         "jpeg": decode_frames(jpegs),
     }
+    # The loader's default hand-off: YUV planes cropped in the decoder, RGB on the device.
+    for fmt in ("yuv420p", "yuv444p"):
+        planes = decode_h264(member, frames=slice(4, 36), num_frames=40, crop=(0, 0, 256, 256),
+                             out_size=(128, 128), pix_fmt=fmt)  # fmt: skip
+        paths[f"h264 {fmt} planes"] = yuv_to_rgb_u8(*map(torch.from_numpy, planes)).numpy()
     colours = {name: _bar_colours(frames) for name, frames in paths.items()}
     truth = np.array(BARS, np.float64)
     ref = colours["evaluation (ffmpeg)"]
@@ -263,3 +272,5 @@ def test_every_decode_path_gives_the_same_colours(tmp_path, matrix):
         assert np.abs(got - ref).max() < 5, why
     whole, cropped = colours["h264 whole frames"], colours["h264 crop in decoder"]
     assert np.abs(whole - cropped).max() < 1.5  # one conversion, whatever the frame size
+    for fmt in ("yuv420p", "yuv444p"):  # the same matrix as swscale's, to rounding
+        assert np.abs(colours[f"h264 {fmt} planes"] - cropped).max() < 1.5, fmt

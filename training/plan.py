@@ -40,10 +40,11 @@ WINDOW_S = 4.0
 # reference 2-core VM). Preprocessing: JPEG + int16 shards of the synthetic sample corpus.
 DEFAULT_PREPROCESS_CLIPS_PER_CORE = 7.7  # whole job incl. probing, 1 CPU
 # benchmarks/loader.py, schema v2 default (H.264 + Opus) at 32x224x224, real-looking footage:
-# decode with the crop/resize inside the decoder + uint8 hand-off (v1 JPEG + float: 7.6).
-DEFAULT_LOADER_CLIPS_PER_CORE = 22.1
-# benchmarks/loader.py: H.264 crf 23 (138 kB) + Opus 96k (45 kB) + JSON per 4 s window.
-DEFAULT_BYTES_PER_WINDOW = 183_674
+# decode with the crop/resize inside the decoder into 4:2:0 planes + uint8 hand-off, RGB on
+# the GPU (v1 JPEG + float: 7.4 in the same run).
+DEFAULT_LOADER_CLIPS_PER_CORE = 49.6
+# benchmarks/loader.py: H.264 crf 23 fastdecode (149 kB) + Opus 96k (44 kB) + JSON per window.
+DEFAULT_BYTES_PER_WINDOW = 193_718
 # cluster.yaml: 4 GPU workers x 8 H100 (p5.48xlarge, 192 vCPUs), 32 CPU workers x 32 vCPUs.
 DEFAULT_GPUS = 32
 DEFAULT_CPUS = 1024

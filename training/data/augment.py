@@ -350,22 +350,75 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
 
 
+# BT.601 limited range ("tv") -> full-range RGB: luma 16..235, chroma 16..240 around 128, and
+# the Kr = 0.299, Kb = 0.114 matrix; the same conversion swscale does for the RGB decode path
+# (`preprocessing.shard_format.RGB_SWS`).
+_Y_SCALE, _C_SCALE = 255.0 / 219.0, 255.0 / 224.0
+_CR_R, _CB_G, _CR_G, _CB_B = 1.402, 0.344136, 0.714136, 1.772
+
+
+def _upsample2x(c: torch.Tensor, dim: int) -> torch.Tensor:
+    """Double `dim` of a chroma plane whose samples sit between two output samples: output
+    2i and 2i + 1 take 3/4 of sample i and 1/4 of its neighbour before / after (edges repeat).
+    [..., n, ...] -> [..., 2n, ...] along `dim` (negative)."""
+    n = c.shape[dim]
+    before = torch.cat([c.narrow(dim, 0, 1), c.narrow(dim, 0, n - 1)], dim=dim)
+    after = torch.cat([c.narrow(dim, 1, n - 1), c.narrow(dim, n - 1, 1)], dim=dim)
+    pair = torch.stack([c * 0.75 + before * 0.25, c * 0.75 + after * 0.25], dim=dim)
+    return pair.flatten(dim - 1, dim)  # [..., n, 2, ...] -> [..., 2n, ...]
+
+
+def yuv_to_rgb(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """YUV planes -> float32 RGB [..., 3, H, W] in [0, 1], on the planes' device.
+
+    y: uint8 [..., H, W] luma; uv: uint8 (Cb, Cr) [..., 2, H/2, W/2] (4:2:0) or
+    [..., 2, H, W] (4:4:4); BT.601 limited range. 4:2:0 chroma is upsampled bilinearly with
+    each chroma sample centred on its 2x2 luma block (edges repeat): swscale's own
+    assumption, both when preprocessing wrote the planes and in the RGB decode path, which
+    this matches to rounding (tests/test_loader.py)."""
+    c = uv.float().sub_(128.0).mul_(_C_SCALE)  # [..., 2, h, w]
+    full = c if c.shape[-2:] == y.shape[-2:] else _upsample2x(_upsample2x(c, -2), -1)
+    cb, cr = full.unbind(-3)
+    luma = y.float().sub_(16.0).mul_(_Y_SCALE)  # [..., H, W]
+    rgb = torch.stack([luma + _CR_R * cr, luma - _CB_G * cb - _CR_G * cr, luma + _CB_B * cb], -3)
+    return rgb.div_(255.0).clamp_(0.0, 1.0)  # [..., 3, H, W]
+
+
+def yuv_to_rgb_u8(y: torch.Tensor, uv: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """`yuv_to_rgb` for one clip on the CPU, as uint8 [T, H, W, 3] RGB (mirrored when
+    `flip`): how a batch that mixes YUV clips with RGB ones is made whole in the loader."""
+    rgb = yuv_to_rgb(y, uv)  # [T, 3, H, W]
+    if flip:
+        rgb = rgb.flip(-1)
+    return rgb.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def augment_batch(
-    video: torch.Tensor,
+    video: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
     audio: torch.Tensor,
     jitter: torch.Tensor,
     noise_seed: torch.Tensor,
     cfg: AugmentConfig,
     audio_stride: int = 1,
+    flip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The device half of the training transform, batched, on whatever device the inputs are.
 
-    video uint8 [B, T, H, W, 3] (cropped, resized, flipped); audio int16 [B, S * audio_stride];
-    jitter float [B, 4] (`ClipParams.jitter`); noise_seed int64 [B].
+    video uint8 [B, T, H, W, 3] RGB (cropped, resized, flipped), or a pair of YUV planes
+    (Y uint8 [B, T, H, W], CbCr uint8 [B, T, 2, H/2, W/2] or [B, T, 2, H, W], cropped and
+    resized, not yet flipped: converted here by `yuv_to_rgb`, then mirrored where `flip`
+    [B] bool says);
+    audio int16 [B, S * audio_stride]; jitter float [B, 4] (`ClipParams.jitter`);
+    noise_seed int64 [B].
     Returns video float32 [B, T, H, W, 3] and audio float32 [B, S], both in [-1, 1].
     Colour jitter is augment_clip's: brightness, contrast (per-frame mean grey), saturation,
     hue, each clipped to [0, 1], with each clip's own factors (shared by its frames)."""
-    x = video.permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, H, W]
+    if isinstance(video, tuple):
+        x = yuv_to_rgb(*video)  # [B, T, 3, H, W]
+        if flip is not None:  # no host sync: a select, not a branch on the flags
+            x = torch.where(flip.to(x.device).view(-1, 1, 1, 1, 1), x.flip(-1), x)
+    else:
+        x = video.permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, H, W]
     f = jitter.to(x.device, torch.float32).view(-1, 4, 1, 1, 1, 1).unbind(1)  # 4 x [B,1,1,1,1]
     if cfg.brightness > 0:
         x = (x.add_(f[0]) if cfg.brightness_mode == "add" else x.mul_(f[0])).clamp_(0.0, 1.0)

@@ -7,14 +7,16 @@ the order of this file, all of it inside each DataLoader worker:
   shard list of a source --(split across ranks x workers, reshuffled every pass, forever)-->
   raw samples (member -> bytes) --(per-example weighted choice of the source)--> mixed stream
   --(shuffle buffer of raw bytes)--> temporal crop: decode only the needed frames (JPEG, or
-  the window's H.264 stream in-process), cut the matching int16 audio --(draw_clip_params,
-  crop_resize_flip_u8: uint8)--> one clip + its caption ids + its jitter/noise draws
-  --(batched inside the worker)--> {video uint8, audio int16, jitter, noise_seed, text_ids,
-  text_mask, audio_mask, source, keys, skipped, skipped_keys}
-  --(in the training process, `finish_batch`: colour jitter, [-1, 1], audio pooling and noise,
-  batched on the training device)--> the training batch.
+  the window's H.264 stream in-process, cropped and resized in the decoder into 4:2:0 YUV
+  planes by default), cut the matching int16 audio --(draw_clip_params, crop_resize_flip_u8
+  for JPEG: uint8)--> one clip + its caption ids + its jitter/noise draws
+  --(batched inside the worker)--> {video uint8 (or video_y, video_uv, flip), audio int16,
+  jitter, noise_seed, text_ids, text_mask, audio_mask, source, keys, skipped, skipped_keys}
+  --(in the training process, `finish_batch`: YUV -> RGB and flip, colour jitter, [-1, 1],
+  audio pooling and noise, batched on the training device)--> the training batch.
 Handing uint8 video and int16 audio across the process boundary costs a quarter / half of
-float32; the float work that dominated a CPU core's time per clip runs batched on the device.
+float32 (4:2:0 planes: an eighth); the float work that dominated a CPU core's time per clip
+runs batched on the device.
 
 A corrupt sample is never fatal: it is skipped, and the next batch of the same worker carries
 how many were skipped since its previous batch and one "key: reason" line for each.
@@ -46,6 +48,7 @@ from training.data.augment import (
     augment_batch,
     crop_resize_flip_u8,
     draw_clip_params,
+    yuv_to_rgb_u8,
 )
 
 SOURCES = ("howto100m", "audioset", "webvid")  # the batch's `source` is the index here
@@ -58,6 +61,7 @@ SHARD_SAMPLE_RATE = int(PreprocessConfig.__dataclass_fields__["sample_rate"].def
 # A worker that skips this many samples in a row is reading a corpus where nothing decodes:
 # that is a configuration error, not a corrupt sample, so it stops instead of spinning.
 MAX_CONSECUTIVE_SKIPS = 1000
+HANDOFFS = ("yuv420", "yuv444", "rgb")  # data.video_handoff
 
 
 # --- Where the shards are and how examples are drawn ---------------------------------------
@@ -91,6 +95,12 @@ class DataConfig:
     max_words: int = 16
     shuffle_buffer: int = 256  # samples held per loader worker for shuffling
     loader_workers: int = 2  # torch DataLoader worker processes per training worker
+    # How an H.264 clip crosses to the training process (docs/shard-format.md): "yuv420" (the
+    # stream's own 4:2:0 planes, cropped and resized in the decoder, half of RGB's bytes;
+    # chroma keeps half the clip's resolution), "yuv444" (full-resolution chroma, RGB's
+    # bytes), or "rgb" (converted in the decoder). The YUV ones are turned to RGB on the
+    # training device; JPEG clips are RGB always. An odd clip size takes yuv444 for yuv420.
+    video_handoff: str = "yuv420"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -106,6 +116,16 @@ class DataConfig:
         require_at_least(self, "data", ("num_captions", "max_words", "shuffle_buffer"), 1)
         if self.loader_workers < 0:
             raise ValueError(f"data.loader_workers={self.loader_workers} must be >= 0")
+        if self.video_handoff not in HANDOFFS:
+            raise ValueError(
+                f"data.video_handoff={self.video_handoff!r}: one of {', '.join(HANDOFFS)}"
+            )
+
+    def pix_fmt(self, height: int, width: int) -> str:
+        """The decoder's output format for H.264 clips of height x width (`video_handoff`)."""
+        if self.video_handoff == "yuv420" and (height % 2 or width % 2):
+            return "yuv444p"  # 4:2:0 planes need an even size
+        return {"yuv420": "yuv420p", "yuv444": "yuv444p", "rgb": "rgb24"}[self.video_handoff]
 
     def source_weights(self) -> dict[str, float]:
         """{source: probability} over the sources that are set and have weight > 0."""
@@ -293,6 +313,7 @@ class _ClipMaker:
         tok_path = data.tokenizer_path()
         self.tokenizer = load_tokenizer(tok_path) if tok_path else None
         self._strides: dict[tuple[float, int], tuple[int, int]] = {}
+        self.pix_fmt = data.pix_fmt(shape.height, shape.width)  # for H.264 members
 
     def strides(self, fps: float, sample_rate: int) -> tuple[int, int]:
         key = (fps, sample_rate)
@@ -326,30 +347,39 @@ class _ClipMaker:
             start = int(torch.randint(0, max(0, n - span) + 1, (), generator=self.gen))
             frames = slice(start, min(n, start + span), frame_stride)
         # Every draw of the clip, then the decode: an H.264 member is cropped and resized
-        # inside the decoder (uint8 out); JPEG frames come whole and are cut here.
+        # inside the decoder (uint8 out, YUV planes by default, whose flip waits for the RGB
+        # conversion on the device: a mirrored 4:2:0 plane would move chroma half a pixel);
+        # JPEG frames come whole and are cut here.
         params = draw_clip_params(meta["height"], meta["width"], self.data.augment, self.gen)
         # The audio under the same span: start at the first frame's time; compressed audio is
         # decoded only as far as the span's end.
         need = self.shape.audio_samples * audio_stride
         a0 = round(start * sample_rate / fps)
+        yuv = self.pix_fmt != "rgb24"
         decoded = shard_format.decode_sample(
             {**raw, shard_format.META_MEMBER: meta}, frames,
-            crop=params.box, out_size=(self.shape.height, self.shape.width), flip=params.flip,
-            audio_until=a0 + need,
+            crop=params.box, out_size=(self.shape.height, self.shape.width),
+            flip=params.flip and not yuv, audio_until=a0 + need, pix_fmt=self.pix_fmt,
         )  # fmt: skip
-        video = decoded["video"]  # uint8 [t <= T, H0, W0, 3] (or already [t, H, W, 3])
-        if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
-            raise ValueError(f"decoded video has shape {video.shape}")
-        if video.shape[0] < T:  # window shorter than the clip: hold the last frame
-            pad = np.repeat(video[-1:], T - video.shape[0], axis=0)
-            video = np.concatenate([video, pad])
-        if decoded["cropped"]:
-            video_t = torch.from_numpy(video)
-            if params.flip and not decoded["flipped"]:
-                video_t = video_t.flip(2)  # width axis of [T, H, W, 3]
-            video_t = video_t.contiguous()
-        else:
-            video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
+        video = decoded["video"]
+        if isinstance(video, shard_format.YuvPlanes):  # Y [t, H, W], CbCr [t, 2, h, w]
+            clip_video = {
+                "video_y": torch.from_numpy(_hold_last(video.y, T)),
+                "video_uv": torch.from_numpy(_hold_last(video.uv, T)),
+                "flip": params.flip,
+            }
+        else:  # uint8 [t <= T, H0, W0, 3] (or already [t, H, W, 3])
+            if video.ndim != 4 or video.shape[0] == 0 or video.shape[-1] != 3:
+                raise ValueError(f"decoded video has shape {video.shape}")
+            video = _hold_last(video, T)
+            if decoded["cropped"]:
+                video_t = torch.from_numpy(video)
+                if params.flip and not decoded["flipped"]:
+                    video_t = video_t.flip(2)  # width axis of [T, H, W, 3]
+                video_t = video_t.contiguous()
+            else:
+                video_t = crop_resize_flip_u8(video, params, self.shape.height, self.shape.width)
+            clip_video = {"video": video_t}  # uint8 [T, H, W, 3]
 
         # int16 until the device (pooling and noise happen there).
         audio = decoded["audio"]
@@ -370,7 +400,7 @@ class _ClipMaker:
                 # A caption counts when it exists and has a word (an empty row is pure padding).
                 text_mask = (text_ids != 0).any(axis=1).astype(np.float32)
         return {
-            "video": video_t,  # uint8 [T, H, W, 3]
+            **clip_video,
             "audio": torch.from_numpy(wave),  # int16 [S * audio_stride]
             "jitter": torch.tensor(params.jitter, dtype=torch.float32),
             "noise_seed": params.noise_seed,
@@ -381,6 +411,15 @@ class _ClipMaker:
             "source": SOURCES.index(source),
             "key": raw["__key__"],
         }
+
+
+def _hold_last(frames: np.ndarray, T: int) -> np.ndarray:
+    """A window shorter than the clip: repeat its last frame up to T (frames on axis 0)."""
+    if frames.shape[0] == 0:
+        raise ValueError("decoded video has no frames")
+    if frames.shape[0] >= T:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], T - frames.shape[0], axis=0)])
 
 
 def _to_clips(samples: Iterator[dict], make: _ClipMaker, log: _SkipLog) -> Iterator[dict]:
@@ -397,10 +436,27 @@ def _to_clips(samples: Iterator[dict], make: _ClipMaker, log: _SkipLog) -> Itera
 # --- Clips -> batch (inside the worker) ----------------------------------------------------
 
 
+def _batch_video(clips: list[dict]) -> dict:
+    """The clips' video as one batch: YUV planes when every clip has them (converted on the
+    training device), else RGB, a YUV clip converted here (a batch mixing JPEG and H.264
+    shards)."""
+    if all("video_y" in c for c in clips):
+        return {
+            "video_y": torch.stack([c["video_y"] for c in clips]),  # uint8 [B, T, H, W]
+            "video_uv": torch.stack([c["video_uv"] for c in clips]),  # uint8 [B, T, 2, h, w]
+            "flip": torch.tensor([c["flip"] for c in clips], dtype=torch.bool),  # [B]
+        }
+    rgb = [
+        c["video"] if "video" in c else yuv_to_rgb_u8(c["video_y"], c["video_uv"], c["flip"])
+        for c in clips
+    ]
+    return {"video": torch.stack(rgb)}  # uint8 [B, T, H, W, 3]
+
+
 def _collate(clips: list[dict], log: _SkipLog) -> dict:
     skipped_keys = log.drain()
     return {
-        "video": torch.stack([c["video"] for c in clips]),  # uint8 [B, T, H, W, 3]
+        **_batch_video(clips),
         "audio": torch.stack([c["audio"] for c in clips]),  # int16 [B, S * audio_stride]
         "jitter": torch.stack([c["jitter"] for c in clips]),  # float32 [B, 4]
         "noise_seed": torch.tensor([c["noise_seed"] for c in clips], dtype=torch.int64),
@@ -490,7 +546,10 @@ def build_loader(
     training device by `finish_batch`. `stream` is `ClipStream`'s keyword arguments
     (batch_size, rank, world_size, seed, start_step), passed on as they are:
 
-      video uint8 [B, T, H, W, 3] (cropped, resized, flipped)
+      video uint8 [B, T, H, W, 3] (cropped, resized, flipped), or, when every clip of the
+        batch came from H.264 and data.video_handoff is yuv420 / yuv444, instead:
+        video_y uint8 [B, T, H, W], video_uv uint8 [B, T, 2, H/2, W/2] (or [.., H, W]),
+        flip bool [B] (to mirror after the RGB conversion)
       audio int16 [B, S * audio_stride]          audio_stride int
       jitter float32 [B, 4], noise_seed int64 [B] (each clip's draws for the device half)
       text_ids int64 [B, K, L] (0 = padding)     text_mask float32 [B, K] (1 = real caption)
@@ -522,17 +581,25 @@ def finish_batch(batch: dict, augment: AugmentConfig, device=None) -> dict:
 
       video float32 [B, T, H, W, 3] in [-1, 1]   audio float32 [B, S] in [-1, 1]
 
-    The other keys are passed through. A batch that is already finished is returned as is."""
-    if batch["video"].dtype != torch.uint8:
+    YUV planes (video_y, video_uv, flip) are converted to RGB there first and replaced by
+    `video`. The other keys are passed through. A batch that is already finished is returned
+    as is."""
+    rest = {k: v for k, v in batch.items() if k not in ("video_y", "video_uv", "flip")}
+    if "video_y" in batch:
+        video, flip = (batch["video_y"], batch["video_uv"]), batch["flip"]
+    elif batch["video"].dtype != torch.uint8:
         return batch
-    video, audio = batch["video"], batch["audio"]
+    else:
+        video, flip = batch["video"], None
+    audio = batch["audio"]
     if device is not None:
-        video = video.to(device, non_blocking=True)
-        audio = audio.to(device, non_blocking=True)
+        move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
+        video = tuple(map(move, video)) if isinstance(video, tuple) else move(video)
+        audio = move(audio)
     video, audio = augment_batch(
-        video, audio, batch["jitter"], batch["noise_seed"], augment, batch["audio_stride"]
+        video, audio, batch["jitter"], batch["noise_seed"], augment, batch["audio_stride"], flip
     )
-    return {**batch, "video": video, "audio": audio}
+    return {**rest, "video": video, "audio": audio}
 
 
 __all__ = [
