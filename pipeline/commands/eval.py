@@ -100,6 +100,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
 
 
+def _evaluation_parser(
+    evals: argparse._SubParsersAction, name: str, *, help: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """One `vatt eval` subcommand: its help texts (epilog kept as written) and the options
+    every evaluation shares (`_common`)."""
+    parser = evals.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    return parser
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
@@ -115,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     evals = p.add_subparsers(
         dest="eval_command", metavar="EVALUATION", required=True, parser_class=type(p)
     )
-    r = evals.add_parser(
+    r = _evaluation_parser(
+        evals,
         "retrieval",
         help="zero-shot text<->video retrieval: R@1/5/10, median rank",
         description=(
@@ -124,9 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "cosine similarity with the l2-normalised sentence embeddings."
         ),
         epilog=RETRIEVAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(r)
     r.add_argument("--benchmark", required=True, choices=("msrvtt", "youcook2"))
     r.add_argument(
         "--csv",
@@ -139,7 +154,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-words", type=int, default=16, help="words per sentence (16)")
     r.set_defaults(func=run_retrieval)
 
-    lp = evals.add_parser(
+    lp = _evaluation_parser(
+        evals,
         "linear-probe",
         help="linear probes on frozen video/audio features (low-rank classifier, SVM)",
         description=(
@@ -149,9 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "view-averaged logits; top-1 accuracy per split, fold or Kinetics CSV."
         ),
         epilog=PROBE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(lp)
     _labelled_sets(lp, ("ucf101", "hmdb51", "kinetics", "esc50"))
     lp.add_argument("--splits", default="1", help="UCF101/HMDB51 splits, e.g. 1,2,3 (1)")
     lp.add_argument("--kinetics-train-csv", help="Kinetics: the training CSV (train.csv)")
@@ -163,7 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--probe-steps", type=int, default=2000, help="low-rank Adam steps (2000)")
     lp.set_defaults(func=run_probe)
 
-    zs = evals.add_parser(
+    zs = _evaluation_parser(
+        evals,
         "zero-shot",
         help="zero-shot classification from class names (prompts, no training)",
         description=(
@@ -174,9 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and chance (and the untrained baseline with --compare-untrained)."
         ),
         epilog=ZEROSHOT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(zs)
     _labelled_sets(zs, ("ucf101", "hmdb51", "kinetics", "esc50"))
     zs.add_argument("--split", type=int, default=1, help="UCF101/HMDB51: the test list (1)")
     zs.add_argument(
