@@ -117,13 +117,18 @@ def loader_per_core(shards: Path, repeats: int, clips: int) -> dict:
 
 
 def fake_loader_batch(shape: ClipShape, batch: int, cfg: AugmentConfig, seed: int = 0) -> dict:
-    """A loader-shaped batch (uint8 video, int16 audio, each clip's own draws) of random
-    pixels, with captions (see the module docstring)."""
+    """A loader-shaped batch (uint8 video as the loader's default hand-off sends H.264 clips:
+    4:2:0 planes + flip flags; int16 audio; each clip's own draws) of random pixels, with
+    captions (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     params = [draw_clip_params(256, 455, cfg, g) for _ in range(batch)]
     T, H, W, S = shape.frames, shape.height, shape.width, shape.audio_samples
     return {
-        "video": torch.randint(0, 256, (batch, T, H, W, 3), generator=g, dtype=torch.uint8),
+        "video_y": torch.randint(0, 256, (batch, T, H, W), generator=g, dtype=torch.uint8),
+        "video_uv": torch.randint(
+            0, 256, (batch, T, 2, H // 2, W // 2), generator=g, dtype=torch.uint8
+        ),
+        "flip": torch.tensor([p.flip for p in params]),
         "audio": torch.randint(-8000, 8000, (batch, S), generator=g, dtype=torch.int16),
         "jitter": torch.tensor([p.jitter for p in params], dtype=torch.float32),
         "noise_seed": torch.tensor([p.noise_seed for p in params], dtype=torch.int64),
@@ -138,6 +143,9 @@ def fake_loader_batch(shape: ClipShape, batch: int, cfg: AugmentConfig, seed: in
     }
 
 
+DEVICE_KEYS = ("video_y", "video_uv", "flip", "audio")  # what finish_batch moves to the device
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -149,11 +157,7 @@ def device_augment(device: torch.device, shape: ClipShape, batch: int, repeats: 
     host = fake_loader_batch(shape, batch, cfg)
     if device.type == "cuda":
         host = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in host.items()}
-    on_dev = {
-        **host,
-        "video": host["video"].to(device),
-        "audio": host["audio"].to(device),
-    }
+    on_dev = {k: v.to(device) if k in DEVICE_KEYS else v for k, v in host.items()}
     out = {"batch": batch, "shape": f"{shape.frames}x{shape.height}x{shape.width}"}
     for name, src in (("on_device_inputs", on_dev), ("from_pinned_host", host)):
         times = []
@@ -255,7 +259,7 @@ def with_mfu(res: dict, flops_per_clip: float, peak: float | None) -> dict:
 def synthetic(trainer: Trainer, shape: ClipShape, batch: int, warmup: int, steps: int) -> dict:
     """The GPU-bound figure: one loader-shaped uint8 batch, resident on the device."""
     b = fake_loader_batch(shape, batch, trainer.augment, seed=1)
-    b = {**b, "video": b["video"].to(trainer.device), "audio": b["audio"].to(trainer.device)}
+    b = {k: v.to(trainer.device) if k in DEVICE_KEYS else v for k, v in b.items()}
 
     def forever():
         while True:
