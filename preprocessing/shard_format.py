@@ -485,8 +485,8 @@ def decode_h264(
                 if whole:
                     if i >= MAX_FRAMES:
                         raise SampleError(f"video member holds over {MAX_FRAMES} frames")
-                    got.append(convert(frame))
-                    got[-1] = tuple(p.copy() for p in got[-1]) if yuv else got[-1].copy()
+                    picture = convert(frame)  # views into FFmpeg's frame: copied
+                    got.append(tuple(p.copy() for p in picture) if yuv else picture.copy())
                     continue
                 if i > last:
                     break
@@ -664,8 +664,8 @@ def decode_sample(
     (`cropped` / `flipped` say whether that happened; JPEG frames come whole). With
     `audio_until`, compressed audio is decoded only as far as that sample (the rest of the
     waveform is zeros). With a YUV `pix_fmt`, an H.264 member's video comes as `YuvPlanes`
-    (the training loader's hand-off; JPEG stays RGB). Guarded: SampleError (a ValueError) with a one-line reason for any
-    member that is missing or malformed."""
+    (the training loader's hand-off; JPEG stays RGB). Guarded: SampleError (a ValueError)
+    with a one-line reason for any member that is missing or malformed."""
     if META_MEMBER not in sample:
         raise SampleError(f"missing member .{META_MEMBER}")
     meta = parse_meta(sample[META_MEMBER])

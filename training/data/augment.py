@@ -364,7 +364,8 @@ def _upsample2x(c: torch.Tensor, dim: int) -> torch.Tensor:
     n = c.shape[dim]
     before = torch.cat([c.narrow(dim, 0, 1), c.narrow(dim, 0, n - 1)], dim=dim)
     after = torch.cat([c.narrow(dim, 1, n - 1), c.narrow(dim, n - 1, 1)], dim=dim)
-    pair = torch.stack([c * 0.75 + before * 0.25, c * 0.75 + after * 0.25], dim=dim)
+    near = c * 0.75
+    pair = torch.stack([near + before * 0.25, near + after * 0.25], dim=dim)
     return pair.flatten(dim - 1, dim)  # [..., n, 2, ...] -> [..., 2n, ...]
 
 
