@@ -62,7 +62,7 @@ def write_shards(videos: list[Path], out: Path, encoding: str, window_s: float =
     import webdataset as wds
 
     from preprocessing.config import PreprocessConfig
-    from preprocessing.decode import decode_span
+    from preprocessing.decode import MediaRange, decode_span
     from preprocessing.probe import probe
     from preprocessing.shard_format import encode_sample, sample_key
     from preprocessing.shards import encode_window
@@ -80,7 +80,7 @@ def write_shards(videos: list[Path], out: Path, encoding: str, window_s: float =
         for path in videos:
             duration = probe(str(path)).duration
             span = decode_span(
-                str(path), 0.0, duration, fps=cfg.fps, short_side=cfg.short_side,
+                MediaRange(str(path), 0.0, duration), fps=cfg.fps, short_side=cfg.short_side,
                 sample_rate=cfg.sample_rate, qscale=cfg.jpeg_qscale, has_audio=True,
                 frame_format="yuv420p" if vcodec == "h264" else "jpeg",
             )  # fmt: skip

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from preprocessing.config import PreprocessConfig  # noqa: E402
-from preprocessing.decode import decode_span, decode_span_raw  # noqa: E402
+from preprocessing.decode import MediaRange, decode_span, decode_span_raw  # noqa: E402
 from preprocessing.manifest import input_row, plan_clips, probe_row  # noqa: E402
 from preprocessing.shard_format import decode_frames  # noqa: E402
 from preprocessing.sources import read_howto100m  # noqa: E402
@@ -63,9 +63,7 @@ def decode_limit(cfg: PreprocessConfig, clips: list[dict], workers: int) -> floa
         list(
             pool.map(
                 lambda j: decode_span_raw(
-                    j[0],
-                    j[1],
-                    j[2],
+                    MediaRange(j[0], j[1], j[2]),
                     fps=cfg.fps,
                     short_side=cfg.short_side,
                     sample_rate=cfg.sample_rate,
@@ -108,9 +106,7 @@ def encoding_costs(cfg: PreprocessConfig, clips: list[dict], n_windows: int = 6)
     train_frames = round(cfg.train_window_seconds * cfg.fps)
     for c, w in windows:
         span = decode_span(
-            c["path"],
-            w["start"],
-            w["end"] - w["start"],
+            MediaRange(c["path"], w["start"], w["end"] - w["start"]),
             fps=cfg.fps,
             short_side=cfg.short_side,
             sample_rate=cfg.sample_rate,

@@ -22,6 +22,22 @@ class DecodeError(Exception):
     """ffmpeg could not decode the range; the message is the one-line reason."""
 
 
+# ffmpeg always gets a -t (see `_input`): a range this long means "to the end of the file".
+TO_THE_END_S = 1e7
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    """The input of one decode: [start, start + duration) seconds of `path`'s timeline
+    (by default the whole file). `seek_from` is where input seeking becomes safe, the video
+    stream's start (see `_input`); every decoder of the range reads it the same way."""
+
+    path: str
+    start: float = 0.0
+    duration: float = TO_THE_END_S
+    seek_from: float = 0.0
+
+
 @dataclass
 class DecodedSpan:
     """Frames and audio of [start, start + duration) of one file."""
@@ -117,8 +133,8 @@ def split_y4m(buf: bytes) -> tuple[list[np.ndarray], int, int]:
     return frames, width, height
 
 
-def _input(path: str, start: float, duration: float, threads: int, seek_from: float):
-    """(input node, output options) reading [start, start + duration) of the file's timeline.
+def _input(media: MediaRange, threads: int):
+    """(input node, output options) reading `media`'s range of the file's timeline.
 
     Input seeking (-ss before -i) is fast, but a demuxer that seeks by video keyframes
     (Matroska/WebM cues) lands on the first keyframe when the target lies before it, dropping
@@ -126,9 +142,9 @@ def _input(path: str, start: float, duration: float, threads: int, seek_from: fl
     file is read from its start and cut on the output side instead. The input -t only bounds
     reading (ffmpeg counts it from each stream's first frame, so a delayed stream would run
     long); the output -t, applied after the filters, cuts the range exactly."""
-    name = media_path(path)
+    name, start, duration = media_path(media.path), media.start, media.duration
     cut = {"t": f"{duration:.3f}"}
-    if start > seek_from:
+    if start > media.seek_from:
         node = ffmpeg.input(name, ss=f"{start:.3f}", t=f"{duration:.3f}", threads=threads)
         return node, cut
     node = ffmpeg.input(name, t=f"{start + duration:.3f}", threads=threads)
@@ -141,15 +157,12 @@ def _pick(node, stream: int | None, kind: str):
 
 
 def _video(
-    path: str,
-    start: float,
-    duration: float,
+    media: MediaRange,
     fps: float,
     short_side: int,
     threads: int,
     *,
     stream: int | None = None,
-    seek_from: float = 0.0,
     max_aspect: float | None = None,
     full_range: bool = False,
 ):
@@ -161,7 +174,7 @@ def _video(
     JPEG's), whatever the source's matrix and range (read from its tags; untagged = BT.601).
     Without this a BT.709 source (most HD video) would be stored as BT.709 YUV that every
     reader decodes as BT.601: greens ~25/255 too bright, reds too dark."""
-    node, out = _input(path, start, duration, threads, seek_from)
+    node, out = _input(media, threads)
     video = _pick(node, stream, "v").filter("fps", fps=fps, start_time=0)
     if max_aspect is not None:
         video = video.filter("crop", **crop_filter_args(max_aspect))
@@ -195,25 +208,21 @@ def _run(stream, threads: int, what: str) -> bytes:
 
 
 def decode_frames(
-    path: str,
-    start: float,
-    duration: float,
+    media: MediaRange,
     fps: float,
     short_side: int,
     qscale: int,
     threads: int = 1,
     *,
     stream: int | None = None,
-    seek_from: float = 0.0,
     max_aspect: float | None = None,
     frame_format: str = "jpeg",
 ) -> list:
-    """Frames of [start, start + duration) at `fps`, shorter side `short_side`: JPEGs
-    (`frame_format` "jpeg"), or "yuv420p" planar arrays (see `split_y4m`)."""
+    """Frames of `media`'s range at `fps`, shorter side `short_side`: JPEGs (`frame_format`
+    "jpeg"), or "yuv420p" planar arrays (see `split_y4m`)."""
     video, out = _video(
-        path, start, duration, fps, short_side, threads,
-        stream=stream, seek_from=seek_from, max_aspect=max_aspect,
-        full_range=frame_format != "yuv420p",
+        media, fps, short_side, threads,
+        stream=stream, max_aspect=max_aspect, full_range=frame_format != "yuv420p",
     )  # fmt: skip
     if frame_format == "yuv420p":
         raw = _run(
@@ -229,19 +238,12 @@ def decode_frames(
 
 
 def decode_audio(
-    path: str,
-    start: float,
-    duration: float,
-    sample_rate: int,
-    threads: int = 1,
-    *,
-    stream: int | None = None,
-    seek_from: float = 0.0,
+    media: MediaRange, sample_rate: int, threads: int = 1, *, stream: int | None = None
 ) -> np.ndarray:
-    """Mono int16 PCM of [start, start + duration) at `sample_rate`, on the file's timeline:
-    sample j is at start + j / sample_rate. `aresample` with first_pts=0 pads silence where
-    the audio stream starts late (edit lists, a delayed track) and fills gaps inside it."""
-    node, out = _input(path, start, duration, threads, seek_from)
+    """Mono int16 PCM of `media`'s range at `sample_rate`, on the file's timeline: sample j
+    is at start + j / sample_rate. `aresample` with first_pts=0 pads silence where the audio
+    stream starts late (edit lists, a delayed track) and fills gaps inside it."""
+    node, out = _input(media, threads)
     graph = (
         _pick(node, stream, "a")
         .filter("aresample", sample_rate, **{"async": 1, "first_pts": 0})
@@ -251,9 +253,7 @@ def decode_audio(
 
 
 def decode_span(
-    path: str,
-    start: float,
-    duration: float,
+    media: MediaRange,
     *,
     fps: float,
     short_side: int,
@@ -263,28 +263,20 @@ def decode_span(
     threads: int = 1,
     video_stream: int | None = None,
     audio_stream: int | None = None,
-    seek_from: float = 0.0,
     max_aspect: float | None = None,
     frame_format: str = "jpeg",
 ) -> DecodedSpan:
-    """Frames and audio of one range. The streams are the ones `probe` chose (default: the
-    first of each kind); `seek_from` is the video stream's start (see `_input`)."""
+    """Frames and audio of `media`'s range. The streams are the ones `probe` chose (default:
+    the first of each kind); `media.seek_from` is the video stream's start (see `_input`)."""
     frames = decode_frames(
-        path, start, duration, fps, short_side, qscale, threads,
-        stream=video_stream, seek_from=seek_from, max_aspect=max_aspect,
-        frame_format=frame_format,
+        media, fps, short_side, qscale, threads,
+        stream=video_stream, max_aspect=max_aspect, frame_format=frame_format,
     )  # fmt: skip
     width = height = 0
     if frame_format == "yuv420p":
         frames, width, height = frames
-    audio = (
-        decode_audio(
-            path, start, duration, sample_rate, threads, stream=audio_stream, seek_from=seek_from
-        )
-        if has_audio
-        else None
-    )
-    return DecodedSpan(start, frames, audio, fps, sample_rate, width, height)
+    audio = decode_audio(media, sample_rate, threads, stream=audio_stream) if has_audio else None
+    return DecodedSpan(media.start, frames, audio, fps, sample_rate, width, height)
 
 
 def decode_square_rgb(
@@ -333,9 +325,7 @@ def decode_square_rgb(
 
 
 def decode_span_raw(
-    path: str,
-    start: float,
-    duration: float,
+    media: MediaRange,
     *,
     fps: float,
     short_side: int,
@@ -345,15 +335,11 @@ def decode_span_raw(
 ) -> tuple[int, int]:
     """The decode-only limit for benchmarks: the same decode to raw RGB + PCM in memory,
     nothing else. Returns (video bytes, audio bytes)."""
-    video_graph, out = _video(path, start, duration, fps, short_side, threads)
+    video_graph, out = _video(media, fps, short_side, threads)
     video = _run(
         video_graph.output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads, **out),
         threads,
         "video",
     )
-    audio = (
-        decode_audio(path, start, duration, sample_rate, threads)
-        if has_audio
-        else np.zeros(0, np.int16)
-    )
+    audio = decode_audio(media, sample_rate, threads) if has_audio else np.zeros(0, np.int16)
     return len(video), audio.nbytes

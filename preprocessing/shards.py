@@ -24,7 +24,7 @@ from PIL import Image
 
 from preprocessing import storage
 from preprocessing.config import PreprocessConfig
-from preprocessing.decode import DecodeError, decode_span
+from preprocessing.decode import DecodeError, MediaRange, decode_span
 from preprocessing.encode import encode_audio_member, encode_h264
 from preprocessing.records import Caption, ErrorRow
 from preprocessing.shard_format import SCHEMA_VERSION, encode_sample, sample_key
@@ -211,9 +211,12 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
             try:
                 with storage.local_copy(clip["path"]) as local:
                     span = decode_span(
-                        local,
-                        span_start,
-                        span_end - span_start + 1.0 / fps,
+                        MediaRange(
+                            local,
+                            span_start,
+                            span_end - span_start + 1.0 / fps,
+                            seek_from=clip.get("video_start") or 0.0,
+                        ),
                         fps=fps,
                         short_side=cfg.short_side,
                         sample_rate=cfg.sample_rate,
@@ -222,7 +225,6 @@ def write_shard(cfg: PreprocessConfig, shard: dict) -> dict:
                         threads=threads,
                         video_stream=clip.get("video_stream"),
                         audio_stream=clip.get("audio_stream"),
-                        seek_from=clip.get("video_start") or 0.0,
                         max_aspect=cfg.max_aspect_ratio,
                         frame_format="yuv420p" if cfg.video_codec == "h264" else "jpeg",
                     )

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_clip
 from PIL import Image
 
-from preprocessing.decode import DecodeError, decode_span, split_jpegs
+from preprocessing.decode import DecodeError, MediaRange, decode_span, split_jpegs
 from preprocessing.probe import ProbeError, probe
 from preprocessing.vad import speech_ratio
 
@@ -39,9 +39,7 @@ def test_probe_facts(media):
 
 def test_decode_span_shapes_and_rates(media):
     span = decode_span(
-        str(media["landscape"]),
-        1.0,
-        4.0,
+        MediaRange(str(media["landscape"]), 1.0, 4.0),
         fps=10,
         short_side=128,
         sample_rate=48000,
@@ -53,9 +51,7 @@ def test_decode_span_shapes_and_rates(media):
     assert img.size == (228, 128)  # short side 128; 426 * 128 / 240 = 227.2 -> even 228
     assert span.audio.dtype == np.int16 and abs(len(span.audio) - 4 * 48000) <= 1024
     port = decode_span(
-        str(media["portrait"]),
-        0.0,
-        4.0,
+        MediaRange(str(media["portrait"]), 0.0, 4.0),
         fps=10,
         short_side=128,
         sample_rate=48000,
@@ -73,7 +69,12 @@ def test_decode_errors_are_one_line(tmp_path):
     assert "\n" not in str(e.value) and "ffprobe cannot read it" in str(e.value)
     with pytest.raises(DecodeError) as e:
         decode_span(
-            str(bad), 0, 1, fps=10, short_side=64, sample_rate=48000, qscale=3, has_audio=False
+            MediaRange(str(bad), 0, 1),
+            fps=10,
+            short_side=64,
+            sample_rate=48000,
+            qscale=3,
+            has_audio=False,
         )
     assert "\n" not in str(e.value)
 
@@ -91,9 +92,7 @@ def test_split_jpegs_roundtrip():
 
 def test_vad_separates_speech_from_silence(media):
     sp = decode_span(
-        str(media["speech"]),
-        0.0,
-        6.0,
+        MediaRange(str(media["speech"]), 0.0, 6.0),
         fps=10,
         short_side=64,
         sample_rate=48000,
@@ -101,9 +100,7 @@ def test_vad_separates_speech_from_silence(media):
         has_audio=True,
     )
     si = decode_span(
-        str(media["silence"]),
-        0.0,
-        4.0,
+        MediaRange(str(media["silence"]), 0.0, 4.0),
         fps=10,
         short_side=64,
         sample_rate=48000,

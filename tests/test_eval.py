@@ -200,3 +200,13 @@ def test_bad_command_lines_exit_2_with_one_line(args, message, vatt_in_process, 
     assert code == 2, err
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_dataset_choices_are_the_loaders_sets():
+    """`vatt eval linear-probe|zero-shot --dataset` lists the sets without importing the
+    loaders; the list must stay what both loaders read."""
+    from pipeline.commands.eval import LABELLED_SETS
+    from training.eval.probe import DATASETS as PROBE_SETS
+    from training.eval.zeroshot import DATASETS as ZEROSHOT_SETS
+
+    assert LABELLED_SETS == tuple(PROBE_SETS) == tuple(ZEROSHOT_SETS)

@@ -22,7 +22,7 @@ import pytest
 from conftest import ffmpeg, make_clip
 from PIL import Image
 
-from preprocessing.decode import decode_span
+from preprocessing.decode import MediaRange, decode_span
 from preprocessing.probe import probe
 
 EVENTS = (2.0, 3.5, 6.0)  # file-time seconds of a 0.3 s white flash and 1 kHz beep
@@ -125,9 +125,9 @@ def media(tmp_path_factory) -> Path:
 def decode_whole(path: Path, start: float, duration: float, **kw):
     facts = probe(str(path))
     return facts, decode_span(
-        str(path), start, duration, fps=FPS, short_side=48, sample_rate=RATE, qscale=5,
-        has_audio=facts.has_audio, video_stream=facts.video_stream,
-        audio_stream=facts.audio_stream, seek_from=facts.video_start, **kw,
+        MediaRange(str(path), start, duration, seek_from=facts.video_start), fps=FPS,
+        short_side=48, sample_rate=RATE, qscale=5, has_audio=facts.has_audio,
+        video_stream=facts.video_stream, audio_stream=facts.audio_stream, **kw,
     )  # fmt: skip
 
 
@@ -174,8 +174,8 @@ def test_names_that_look_like_options_or_protocols_are_files(media, monkeypatch)
     # Read as ffmpeg's concat protocol this would be part1 + part2 = 8 s.
     assert probe("concat:part1.mp4|part2.mp4").duration == pytest.approx(6.0, abs=0.1)
     span = decode_span(
-        "concat:part1.mp4|part2.mp4", 5.0, 1.0, fps=FPS, short_side=48, sample_rate=RATE,
-        qscale=5, has_audio=True,
+        MediaRange("concat:part1.mp4|part2.mp4", 5.0, 1.0), fps=FPS, short_side=48,
+        sample_rate=RATE, qscale=5, has_audio=True,
     )  # fmt: skip
     assert len(span.frames) == 10
 

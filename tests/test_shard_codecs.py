@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.decode import decode_span
+from preprocessing.decode import MediaRange, decode_span
 from preprocessing.shard_format import (
     SampleError,
     decode_h264,
@@ -58,8 +58,8 @@ def _cfg(**kw) -> PreprocessConfig:
 
 def _window(footage, cfg):
     fmt = "yuv420p" if cfg.video_codec == "h264" else "jpeg"
-    span = decode_span(footage, 0.0, 4.0, fps=10, short_side=128, sample_rate=RATE, qscale=3,
-                       has_audio=True, frame_format=fmt)  # fmt: skip
+    span = decode_span(MediaRange(footage, 0.0, 4.0), fps=10, short_side=128, sample_rate=RATE,
+                       qscale=3, has_audio=True, frame_format=fmt)  # fmt: skip
     if fmt == "jpeg":
         import io
 
@@ -242,12 +242,12 @@ def test_every_decode_path_gives_the_same_colours(tmp_path, matrix):
     from training.data.augment import yuv_to_rgb_u8
 
     src = _bars_clip(tmp_path / "bars.mp4", matrix)
-    span = decode_span(src, 0.0, 4.0, fps=10, short_side=256, sample_rate=RATE, qscale=2,
-                       has_audio=False, frame_format="yuv420p")  # fmt: skip
+    span = decode_span(MediaRange(src, 0.0, 4.0), fps=10, short_side=256, sample_rate=RATE,
+                       qscale=2, has_audio=False, frame_format="yuv420p")  # fmt: skip
     assert (span.width, span.height) == (256, 256)
     member = encode_h264(span.frames, 256, 256, 10.0)
-    jpegs = decode_span(src, 0.0, 4.0, fps=10, short_side=256, sample_rate=RATE, qscale=2,
-                        has_audio=False, frame_format="jpeg").frames  # fmt: skip
+    jpegs = decode_span(MediaRange(src, 0.0, 4.0), fps=10, short_side=256, sample_rate=RATE,
+                        qscale=2, has_audio=False, frame_format="jpeg").frames  # fmt: skip
     paths = {
         "evaluation (ffmpeg)": decode_square_rgb(src, 10, 256),
         "h264 whole frames": decode_h264(member, num_frames=40),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import UsageError
@@ -60,9 +61,14 @@ confusion.png.
 """
 
 
-def _labelled_sets(p: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
-    """--dataset and where each labelled set's lists and files are."""
-    p.add_argument("--dataset", required=True, choices=datasets)
+# The labelled sets linear-probe and zero-shot read: the keys of training.eval.probe's and
+# training.eval.zeroshot's DATASETS, spelled out so building the parser imports neither.
+LABELLED_SETS = ("ucf101", "hmdb51", "kinetics", "esc50")
+
+
+def _labelled_sets(p: argparse.ArgumentParser) -> None:
+    """--dataset and where each labelled set's lists and files are (read by `_set_files`)."""
+    p.add_argument("--dataset", required=True, choices=LABELLED_SETS)
     p.add_argument("--splits-dir", help="UCF101/HMDB51: folder with classInd.txt and lists")
     p.add_argument(
         "--videos", help="UCF101/HMDB51: video root (<Class>/<file>); Kinetics: clip folder"
@@ -100,11 +106,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
 
 
+def _text_options(p: argparse.ArgumentParser, unit: str) -> None:
+    """The caption tokenizer of the evaluations that embed text, and words per `unit`."""
+    p.add_argument("--tokenizer", help="caption tokenizer.json (default: the model's)")
+    p.add_argument("--max-words", type=int, default=16, help=f"words per {unit} (16)")
+
+
 def _evaluation_parser(
-    evals: argparse._SubParsersAction, name: str, *, help: str, description: str, epilog: str
+    evals: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    epilog: str,
 ) -> argparse.ArgumentParser:
-    """One `vatt eval` subcommand: its help texts (epilog kept as written) and the options
-    every evaluation shares (`_common`)."""
+    """One `vatt eval` subcommand that calls `run(args)`: its help texts (epilog kept as
+    written) and the options every evaluation shares (`_common`)."""
     parser = evals.add_parser(
         name,
         help=help,
@@ -113,6 +131,7 @@ def _evaluation_parser(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(parser)
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -134,6 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = _evaluation_parser(
         evals,
         "retrieval",
+        run_retrieval,
         help="zero-shot text<->video retrieval: R@1/5/10, median rank",
         description=(
             "Zero-shot text->video and video->text retrieval: 4 uniformly spaced windows per "
@@ -150,13 +170,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(end,start,task,text,video_id)",
     )
     r.add_argument("--videos", required=True, help="folder with <video_id>.mp4")
-    r.add_argument("--tokenizer", help="caption tokenizer.json (default: the model's)")
-    r.add_argument("--max-words", type=int, default=16, help="words per sentence (16)")
-    r.set_defaults(func=run_retrieval)
+    _text_options(r, "sentence")
 
     lp = _evaluation_parser(
         evals,
         "linear-probe",
+        run_probe,
         help="linear probes on frozen video/audio features (low-rank classifier, SVM)",
         description=(
             "Frozen tower features (the aggregation token) of every view (window x crop); the "
@@ -166,7 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=PROBE_EPILOG,
     )
-    _labelled_sets(lp, ("ucf101", "hmdb51", "kinetics", "esc50"))
+    _labelled_sets(lp)
     lp.add_argument("--splits", default="1", help="UCF101/HMDB51 splits, e.g. 1,2,3 (1)")
     lp.add_argument("--kinetics-train-csv", help="Kinetics: the training CSV (train.csv)")
     lp.add_argument(
@@ -175,11 +194,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated: low_rank, svm (both)",
     )
     lp.add_argument("--probe-steps", type=int, default=2000, help="low-rank Adam steps (2000)")
-    lp.set_defaults(func=run_probe)
 
     zs = _evaluation_parser(
         evals,
         "zero-shot",
+        run_zeroshot,
         help="zero-shot classification from class names (prompts, no training)",
         description=(
             "Classify every test item by its nearest class prompt: class names through prompt "
@@ -190,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=ZEROSHOT_EPILOG,
     )
-    _labelled_sets(zs, ("ucf101", "hmdb51", "kinetics", "esc50"))
+    _labelled_sets(zs)
     zs.add_argument("--split", type=int, default=1, help="UCF101/HMDB51: the test list (1)")
     zs.add_argument(
         "--kinetics-train-csv", help="Kinetics: take the class list from this CSV (optional)"
@@ -201,9 +220,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "holding {} (default: video for video sets, audio for ESC-50)",
     )
     zs.add_argument("--class-names", help="JSON object {class: words for its prompts}")
-    zs.add_argument("--tokenizer", help="caption tokenizer.json (default: the model's)")
-    zs.add_argument("--max-words", type=int, default=16, help="words per prompt (16)")
-    zs.set_defaults(func=run_zeroshot)
+    _text_options(zs, "prompt")
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -221,6 +238,19 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError("--windows and --batch-size must be >= 1, --clip-seconds > 0")
     if not Path(args.model).exists():
         raise UsageError(f"--model {args.model}: not found")
+
+
+def _set_files(args: argparse.Namespace) -> dict:
+    """The `_labelled_sets` flags as the keywords both set loaders take (load_probe_data,
+    load_zeroshot_set); each loader adds its own split and Kinetics class-list options."""
+    return {
+        "splits_dir": args.splits_dir,
+        "videos_dir": args.videos,
+        "kinetics_csv": args.kinetics_csv,
+        "esc50_csv": args.esc50_csv,
+        "audio_dir": args.audio,
+        "folds": _int_list(args.folds, "--folds"),
+    }
 
 
 def _check_sets(args: argparse.Namespace, needs_training_csv: bool) -> None:
@@ -297,6 +327,23 @@ def _score_models(models, score_one, what: str = "") -> dict:
     return {"models": results, "seconds": time.perf_counter() - began}
 
 
+def _write_outputs(
+    report: dict, out: Path, print_summary: Callable[[dict], None], outputs: dict[str, Callable]
+) -> int:
+    """Every evaluation's ending: OUT/report.json, the summary table (`print_summary`), then
+    one aligned line per output, the report first. `outputs` maps a label to a function
+    that writes that output (a plot) or names it; each runs only after the lines before it
+    are printed, so a failing plot still leaves the report's line on screen."""
+    from training.eval.report import write_json
+
+    path = write_json(out / "report.json", report)
+    print_summary(report)
+    width = max(len(label) for label in ("report", *outputs))
+    for label, where in {"report": lambda: path, **outputs}.items():
+        print(f"  {label:<{width}}  {where()}")
+    return 0
+
+
 def run_retrieval(args: argparse.Namespace) -> int:
     from training.eval import report as rep
     from training.eval.retrieval import load_benchmark, save_embeddings, score
@@ -325,12 +372,10 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
     report = {"benchmark": args.benchmark, "csv": str(args.csv)}
     report |= _score_models(models, score_one)
-    rep.write_json(out / "report.json", report)
-    rep.print_retrieval(report)
-    print(f"  report      {out / 'report.json'}")
-    print(f"  plot        {rep.plot_recall(report, out / 'recall.png')}")
-    print(f"  embeddings  {out / 'embeddings'}")
-    return 0
+    return _write_outputs(report, out, rep.print_retrieval, {
+        "plot": lambda: rep.plot_recall(report, out / "recall.png"),
+        "embeddings": lambda: out / "embeddings",
+    })  # fmt: skip
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -348,14 +393,9 @@ def run_probe(args: argparse.Namespace) -> int:
         low_rank = LowRankConfig(steps=args.probe_steps, seed=args.seed)
         data = load_probe_data(
             args.dataset,
-            splits_dir=args.splits_dir,
-            videos_dir=args.videos,
             splits=_int_list(args.splits, "--splits"),
-            esc50_csv=args.esc50_csv,
-            audio_dir=args.audio,
-            folds=_int_list(args.folds, "--folds"),
             kinetics_train_csv=args.kinetics_train_csv,
-            kinetics_csv=args.kinetics_csv,
+            **_set_files(args),
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -371,11 +411,9 @@ def run_probe(args: argparse.Namespace) -> int:
 
     report = {"dataset": args.dataset, "modality": DATASETS[args.dataset]}
     report |= _score_models(models, score_one, args.dataset)
-    rep.write_json(out / "report.json", report)
-    rep.print_probe(report)
-    print(f"  report  {out / 'report.json'}")
-    print(f"  plot    {rep.plot_probe(report, out / 'probe.png')}")
-    return 0
+    return _write_outputs(report, out, rep.print_probe, {
+        "plot": lambda: rep.plot_probe(report, out / "probe.png"),
+    })  # fmt: skip
 
 
 def _class_names(path: str | None) -> dict[str, str]:
@@ -412,14 +450,9 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         templates = load_templates(args.templates or DEFAULT_TEMPLATES[modality])
         data = load_zeroshot_set(
             args.dataset,
-            splits_dir=args.splits_dir,
-            videos_dir=args.videos,
             split=args.split,
-            kinetics_csv=args.kinetics_csv,
             kinetics_classes_csv=args.kinetics_train_csv,
-            esc50_csv=args.esc50_csv,
-            audio_dir=args.audio,
-            folds=_int_list(args.folds, "--folds"),
+            **_set_files(args),
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -439,8 +472,6 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
     report = {"dataset": args.dataset, "modality": modality}
     report |= _score_models(models, score_one, args.dataset)
-    rep.write_json(out / "report.json", report)
-    rep.print_zeroshot(report)
-    print(f"  report     {out / 'report.json'}")
-    print(f"  confusion  {rep.plot_confusion(report, out / 'confusion.png')}")
-    return 0
+    return _write_outputs(report, out, rep.print_zeroshot, {
+        "confusion": lambda: rep.plot_confusion(report, out / "confusion.png"),
+    })  # fmt: skip

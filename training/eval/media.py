@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocessing.decode import DecodeError, decode_audio, decode_frames, decode_square_rgb
+from preprocessing.decode import (
+    TO_THE_END_S,
+    DecodeError,
+    MediaRange,
+    decode_audio,
+    decode_frames,
+    decode_square_rgb,
+)
 from preprocessing.shard_format import SampleError
 from preprocessing.shard_format import decode_frames as decode_jpegs
 from training.data.augment import audio_to_float, center_crop_resize
-
-# decode_audio always passes -t; this many seconds means "to the end of the file".
-_TO_THE_END_S = 1e7
 
 
 class VideoDecodeError(Exception):
@@ -53,9 +57,10 @@ def _decode_full(
     """uint8 [T, H0, W0, 3]: every frame at `fps`, short side `short_side`, aspect kept (the
     long side holds the spatial crops), through the shards' JPEG path at the best quality."""
     start = 0.0 if span is None else span[0]
-    end = _TO_THE_END_S if span is None or span[1] == float("inf") else span[1]
+    end = TO_THE_END_S if span is None or span[1] == float("inf") else span[1]
+    media = MediaRange(str(path), start, end - start)
     try:
-        jpegs = decode_frames(str(path), start, end - start, fps, short_side, 2, threads)
+        jpegs = decode_frames(media, fps, short_side, 2, threads)
         frames = decode_jpegs(jpegs) if jpegs else np.zeros((0, 1, 1, 3), np.uint8)
     except (DecodeError, SampleError) as e:
         raise VideoDecodeError(f"ffmpeg cannot decode it: {str(e).split(': ', 1)[-1]}") from None
@@ -180,11 +185,11 @@ def decode_audio_windows(
     if not path.is_file():
         raise VideoDecodeError(f"{path} not found")
     lo = start or 0.0
-    hi = _TO_THE_END_S if end is None else end
+    hi = TO_THE_END_S if end is None else end
     if not 0.0 <= lo < hi:
         raise VideoDecodeError(f"segment [{lo:g}, {hi:g}] s is empty or negative")
     try:
-        pcm = decode_audio(str(path), lo, hi - lo, rate)  # int16 [S]
+        pcm = decode_audio(MediaRange(str(path), lo, hi - lo), rate)  # int16 [S]
     except DecodeError as e:
         reason = str(e)
         # ffmpeg's last stderr line for a file without audio is about its stream map.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from preprocessing.decode import DecodeError, decode_audio, decode_frames
+from preprocessing.decode import DecodeError, MediaRange, decode_audio, decode_frames
 from preprocessing.shard_format import decode_frames as decode_jpegs
 from training.data.augment import audio_to_float, augment_clip, pool_audio
 from training.data.loader import ClipShape, clip_strides
@@ -32,9 +32,6 @@ from training.eval.benchmarks import (
 )
 from training.eval.media import spatial_crops, window_starts
 from training.finetune.config import FinetuneConfig, FinetuneDataConfig
-
-# decode_frames / decode_audio always pass -t: this many seconds means "the whole file".
-_WHOLE_FILE_S = 1e7
 
 
 @dataclass(frozen=True)
@@ -123,13 +120,11 @@ class ClipCache:
     def _decode(self, item: LabelledItem) -> list[bytes] | torch.Tensor:
         spec, path = self.spec, str(item.path)
         if spec.task == "video":
-            frames = decode_frames(
-                path, 0.0, _WHOLE_FILE_S, spec.fps, spec.short_side, spec.jpeg_qscale
-            )
+            frames = decode_frames(MediaRange(path), spec.fps, spec.short_side, spec.jpeg_qscale)
             if not frames:
                 raise ValueError("no video frames decoded")
             return frames
-        pcm = decode_audio(path, 0.0, _WHOLE_FILE_S, spec.sample_rate)  # int16 [S]
+        pcm = decode_audio(MediaRange(path), spec.sample_rate)  # int16 [S], the whole file
         if len(pcm) < spec.audio_stride:
             raise ValueError("no audio decoded")
         wave = pool_audio(audio_to_float(pcm), spec.audio_stride)  # float32 [S / stride]
