@@ -56,8 +56,17 @@ if [ ! -f "$stamp" ]; then
   echo "[install] torch (CPU wheel)"
   quiet_pip install -q --find-links /opt/wheels torch==2.13.0 setuptools wheel ninja
   echo "[install] project + dependencies"
-  # deepspeed's sdist imports torch at build time: build it against the installed torch.
-  quiet_pip install -q --no-build-isolation -e '.[dev]'
+  # uv resolves and downloads in parallel: ~7 s here where pip takes ~56 s for the same 135
+  # packages and versions. If uv cannot be had or fails (a registry it cannot reach), pip does
+  # the same install. deepspeed's sdist imports torch at build time: build it against the
+  # installed torch (--no-build-isolation), with torch held by the constraint either way.
+  if quiet_pip install -q uv && UV_CONSTRAINT="$PIP_CONSTRAINT" "$VENV/bin/uv" pip install \
+      --python "$VENV/bin/python" -q --no-build-isolation -e '.[dev]'; then
+    :
+  else
+    echo "[install] uv failed: installing with pip"
+    quiet_pip install -q --no-build-isolation -e '.[dev]'
+  fi
   quiet_pip check
   touch "$stamp"
 fi
@@ -70,4 +79,4 @@ if ! ls "$TORCH_EXTENSIONS_DIR"/*/deepspeed_shm_comm/*.so >/dev/null 2>&1; then
   DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
     "from deepspeed.accelerator import get_accelerator as g; g().create_op_builder('ShareMemCommBuilder').load()" >/dev/null
 fi
-echo "[install] ok: $("$VENV/bin/python" -c 'import torch, ray, deepspeed; print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")')"
+echo "[install] ok: $("$VENV/bin/python" -c 'import torch, ray, deepspeed; print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -n 1)"

@@ -3,9 +3,12 @@
 `vatt train` reading those shards with `storage=s3://...` for checkpoints and telemetry,
 resumed from the checkpoint on S3.
 
-The commands run as subprocesses, as they would on a cluster node: their embedded Ray (and
-so every Ray Data task and Ray Train worker) inherits the AWS_* variables pointing at the
-server. Credentials are dummies; moto accepts any.
+Every Ray Data task and Ray Train worker must see the AWS_* variables pointing at the
+server, as on a cluster node: the `s3` fixture sets them, then restarts the session's Ray so
+its workers inherit them, and the commands run through the real entry point in this process
+on that Ray (a subprocess each would pay seconds of imports and its own Ray start). The
+credentials test runs `vatt` as a subprocess: it checks everything the process prints.
+Credentials are dummies; moto accepts any.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ def s3():
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # Ray workers take their environment from the raylet, which took it from the driver when
+    # Ray started: restart the session's Ray now that AWS_* is set.
+    import ray
+
+    ray.shutdown()
+    start_ray()
     # A bare S3FileSystem ignores AWS_ENDPOINT_URL (from_uri honours it): name the endpoint.
     fs.S3FileSystem(
         endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http", allow_bucket_creation=True
@@ -81,6 +90,7 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        ray.shutdown()  # the next module's Ray starts without the server's variables
         server.terminate()
         server.wait(timeout=30)
 
@@ -94,7 +104,7 @@ def vatt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def vatt_in_this_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`vatt ARGS` through the real entry point in this process (module fixtures cannot use
-    capsys), from `cwd`, on the session's Ray."""
+    capsys), from `cwd`, on the session's Ray (started with the AWS_* variables by `s3`)."""
     from pipeline.cli import main
 
     start_ray()
@@ -128,7 +138,7 @@ def shards(s3, corpus, tmp_path_factory):
     out = f"{s3}/shards/howto100m"
     cwd = tmp_path_factory.mktemp("prep_cwd")
     args = ["samples_per_shard=4", "short_side=96"]
-    done = vatt(
+    done = vatt_in_this_process(
         "preprocess", "howto100m", "--videos", str(videos), "--captions", str(captions),
         "--out", out, "--num-cpus", "2", "--no-progress", *args, cwd=cwd,
     )  # fmt: skip
@@ -241,10 +251,10 @@ def s3_run(s3, shards, tmp_path_factory):
     shard_uri = shards[0]
     cwd = tmp_path_factory.mktemp("train_cwd")
     common = [*TRAIN_ARGS, f"storage={s3}/runs", f"data.howto100m={shard_uri}"]
-    first = vatt("train", *common, "max_steps=2", cwd=cwd)
+    first = vatt_in_this_process("train", *common, "max_steps=2", cwd=cwd)
     assert first.returncode == 0, first.stderr[-4000:]
     first_metrics = read_csv(f"{s3}/runs/s3run/metrics.csv")
-    second = vatt("train", *common, "max_steps=3", cwd=cwd)
+    second = vatt_in_this_process("train", *common, "max_steps=3", cwd=cwd)
     assert second.returncode == 0, second.stderr[-4000:]
     return f"{s3}/runs/s3run", first, first_metrics, second, cwd
 
@@ -325,10 +335,9 @@ def s3_sweep(s3, shards, tmp_path_factory):
     }
     config = root / "sweep.yaml"
     config.write_text(yaml.safe_dump(sweep))
-    first = vatt("tune", "--config", str(config), "--num-cpus", "2", cwd=root)
+    first = vatt_in_this_process("tune", "--config", str(config), "--num-cpus", "2", cwd=root)
     assert first.returncode == 0, first.stderr[-4000:]
-    # The rerun restores a finished sweep: no trial runs, so no worker needs the AWS_* variables
-    # and it can run in this process, on the session's Ray (saves a Ray start).
+    # The rerun restores a finished sweep: no trial runs again.
     again = vatt_in_this_process("tune", "--config", str(config), cwd=root)
     return f"{s3}/sweeps/s3sweep", first, again, root
 
