@@ -50,8 +50,11 @@ def start_ray():
     return ray
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
+    # Per module, not per session: a module may shut the session's Ray down (test_object_store
+    # restarts it with its S3 variables, then stops it); the next module's first use starts it
+    # again. When it is up, start_ray() returns at once.
     return start_ray()
 
 
