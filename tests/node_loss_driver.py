@@ -11,25 +11,21 @@ already holds the session's embedded Ray.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_ports
 
 
 def node_args(cpus: int) -> dict:
     """Loopback only, and ports of its own: the session's Ray holds the defaults."""
+    agent, metrics, runtime_env = free_ports(3)
     return {
         "num_cpus": cpus,
         "node_ip_address": "127.0.0.1",
-        "dashboard_agent_listen_port": free_port(),
-        "metrics_export_port": free_port(),
-        "runtime_env_agent_port": free_port(),
+        "dashboard_agent_listen_port": agent,
+        "metrics_export_port": metrics,
+        "runtime_env_agent_port": runtime_env,
         "include_dashboard": False,
     }
 

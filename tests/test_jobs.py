@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, VATT, make_howto_corpus
+from ports import free_ports
 
 from preprocessing.shard_format import iter_samples, list_shards
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Token authentication, as Ray >= 2.59 does by default: the head and every client share it.
@@ -66,17 +60,15 @@ def stop_head(temp_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     temp_dir = Path(f"/tmp/vatt-test-head-{os.getpid()}")  # short: Ray's socket paths
-    port, dash = free_port(), free_port()
     # Every port of its own: the session's embedded Ray already holds the defaults (its
     # dashboard agent's 52365 among them), and a head whose agent cannot bind answers every
     # submission with "No available agent to submit job".
-    own_ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-            "metrics-export-port", "ray-client-server-port",
-        )
-    ]  # fmt: skip
+    names = (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port",
+    )  # fmt: skip
+    port, dash, *others = free_ports(2 + len(names))
+    own_ports = [f"--{name}={p}" for name, p in zip(names, others, strict=True)]
     subprocess.run(
         [
             RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",

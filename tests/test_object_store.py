@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import VATT, make_howto_corpus, start_ray
+from ports import free_ports
 
 from preprocessing import storage
 from preprocessing.config import PreprocessConfig
@@ -37,18 +38,12 @@ pytestmark = pytest.mark.slow
 BUCKET = "vatt-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server with one bucket; AWS_* env set for this process and its children."""
     from pyarrow import fs
 
-    port = free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
