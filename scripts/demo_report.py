@@ -6,12 +6,11 @@ classification); printed and written to a JSON report."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.model_card import headline  # noqa: E402
+from training.model_card import headline, video_audio_alignment  # noqa: E402
 
 
 def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
@@ -83,22 +82,6 @@ def main(run_dir: str, out: str, eval_dir: str | None = None) -> int:
             )
         )
     return 0 if report["passed"] else 1
-
-
-def video_audio_alignment(summary: dict) -> dict | None:
-    """The last NCE_va against its chance level: with one denominator over both directions
-    (spec section 3) a model that tells no clip from another scores ln(2B - 1)."""
-    final, steps = summary.get("final") or {}, summary.get("steps") or 0
-    if "nce_va" not in final or not steps:
-        return None
-    batch = round(summary["samples_seen"] / steps)
-    chance = math.log(2 * batch - 1)
-    return {
-        "nce_va": final["nce_va"],
-        "global_batch": batch,
-        "chance_level": chance,
-        "learnt": final["nce_va"] < chance - 0.1,
-    }
 
 
 def evaluations(eval_dir: Path, audio_aligned: bool) -> list[dict]:

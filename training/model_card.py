@@ -4,12 +4,15 @@ reports. Text in, text out: no model, no IO.
 
 `headline` reads the report of any evaluation this project writes (`vatt eval retrieval`,
 `linear-probe`, `zero-shot`, and a run's summary.json with its held-out retrieval) down to one
-row: metric, trained, untrained, chance, items scored. `make demo`'s report uses it too.
+row: metric, trained, untrained, chance, items scored. `video_audio_alignment` says whether a
+run's audio tower learnt anything (its last NCE_va against chance). `make demo`'s report and
+the tests use both.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 
 def _models(report: dict) -> dict[str, dict]:
@@ -50,6 +53,22 @@ def headline(report: dict, name: str) -> dict | None:
         "untrained": pick(untrained) if untrained else None, "chance": chance,
         "scored": trained["num_scored"],
     }  # fmt: skip
+
+
+def video_audio_alignment(summary: dict) -> dict | None:
+    """The last NCE_va against its chance level: with one denominator over both directions
+    (spec section 3) a model that tells no clip from another scores ln(2B - 1)."""
+    final, steps = summary.get("final") or {}, summary.get("steps") or 0
+    if "nce_va" not in final or not steps:
+        return None
+    batch = round(summary["samples_seen"] / steps)
+    chance = math.log(2 * batch - 1)
+    return {
+        "nce_va": final["nce_va"],
+        "global_batch": batch,
+        "chance_level": chance,
+        "learnt": final["nce_va"] < chance - 0.1,
+    }
 
 
 def _fmt(x) -> str:
