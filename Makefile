@@ -8,6 +8,9 @@ export DS_ACCELERATOR := cpu
 export PYTHONPATH := $(CURDIR)
 # Hard ceiling so a Ray resource deadlock fails the run instead of hanging CI.
 TEST_TIMEOUT ?= 3600
+# Two pytest-xdist workers, each a whole module at a time with its own embedded Ray: on this
+# 2-core box a lone test waits on Ray about half the time (docs/testing.md). 0 runs in one process.
+TEST_WORKERS ?= 2
 DEMO_OUT ?= demo_out
 
 .PHONY: install demo demo-alpro sweep-demo test lint format bench clean help
@@ -39,7 +42,7 @@ format: install  ## apply ruff formatting and safe fixes
 # target-specific variable reaches the `install` prerequisite.
 test: INSTALL_FLAGS += --test-tools
 test: install lint  ## the whole suite (real ffmpeg, real Ray, real DeepSpeed)
-	timeout -k 30 $(TEST_TIMEOUT) $(PY) -m pytest -q tests
+	timeout -k 30 $(TEST_TIMEOUT) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install  ## benchmarks (JSON to stdout and bench_out/)
 	@mkdir -p bench_out

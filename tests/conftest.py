@@ -163,6 +163,33 @@ def make_clip(
     return path
 
 
+def built_once(tmp_path_factory, name: str, build) -> dict[str, Path]:
+    """`build(folder)` once per test run, its result a dict of paths.
+
+    `make test` runs the suite on 2 pytest-xdist workers (a test on this box waits on Ray more
+    than it computes, docs/testing.md), and each worker has its own session. The first worker
+    to ask builds into the run's shared temp folder under a file lock; the other waits on the
+    lock and reads the result back instead of building it again. Without xdist: a plain build."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # one per run, above every worker's
+    result = shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if result.exists():
+            return {k: Path(v) for k, v in json.loads(result.read_text()).items()}
+        folder = shared / name
+        shutil.rmtree(folder, ignore_errors=True)  # a build that failed in the other worker
+        folder.mkdir()
+        built = build(folder)
+        result.write_text(json.dumps({k: str(v) for k, v in built.items()}))
+        return built
+
+
 @pytest.fixture(scope="session")
 def sample_shards(tmp_path_factory) -> dict[str, Path]:
     """A small sample corpus (8 HowTo100M-style videos, 4 AudioSet clips, 8 MSR-VTT videos;
@@ -173,12 +200,15 @@ def sample_shards(tmp_path_factory) -> dict[str, Path]:
     Keys: corpus, howto100m, audioset (shard folders), msrvtt_csv, msrvtt_videos, tokenizer,
     ucf101_root (holds videos/ and splits/), esc50_csv, esc50_audio, youcook2_csv,
     youcook2_videos, kinetics_train_csv, kinetics_val_csv, kinetics_videos."""
+    start_ray()
+    return built_once(tmp_path_factory, "sample_shards", _build_sample_shards)
+
+
+def _build_sample_shards(root: Path) -> dict[str, Path]:
     from pipeline.sample_data.corpus import SampleCorpusConfig, generate_sample_corpus
     from preprocessing.config import PreprocessConfig
     from preprocessing.jobs import run_preprocess
 
-    start_ray()
-    root = tmp_path_factory.mktemp("sample_shards")
     corpus = root / "corpus"
     generate_sample_corpus(
         corpus,
@@ -227,13 +257,18 @@ def trained_debug(sample_shards, tmp_path_factory) -> dict[str, Path]:
     exported once; the evaluation and fine-tuning tests compare it with an untrained model.
 
     Keys: run (the run folder), export (model.safetensors + config.json + tokenizer.json)."""
+    start_ray()
+    return built_once(
+        tmp_path_factory, "trained_debug", lambda root: _train_debug(root, sample_shards)
+    )
+
+
+def _train_debug(root: Path, sample_shards: dict[str, Path]) -> dict[str, Path]:
     from pipeline.commands.train import build_config
     from training.checkpoint import find_latest_checkpoint
     from training.export import export_weights
     from training.pretrain.loop import run_training
 
-    start_ray()
-    root = tmp_path_factory.mktemp("trained_debug")
     cfg = build_config(
         "debug",
         [
