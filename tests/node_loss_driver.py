@@ -44,10 +44,27 @@ def start_cluster(worker_nodes: int, head_cpus: int = 1):
     import ray
     from ray.cluster_utils import Cluster
 
-    head = {**node_args(head_cpus), "_system_config": HEALTH_CHECKS}
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    workers = [cluster.add_node(**node_args(1)) for _ in range(worker_nodes)]
-    cluster.wait_for_nodes()
+    # Ray gives a new raylet a fixed 30 s to register with the GCS (`Node.__init__`; the
+    # RAY_raylet_start_wait_time_s its message names is not read). Four raylets and their
+    # Python agents booting at once on 2 busy cores (`make test TEST_WORKERS=2`) once took
+    # longer. Starting the cluster is set-up, not what these tests check: a cluster that
+    # failed to start is shut down and started once more.
+    for attempt in (1, 2):
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={**node_args(head_cpus), "_system_config": HEALTH_CHECKS},
+        )
+        try:
+            workers = [cluster.add_node(**node_args(1)) for _ in range(worker_nodes)]
+            cluster.wait_for_nodes()
+            break
+        except Exception as e:
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise
+            print(
+                f"node_loss_driver: cluster start failed ({e}); starting it again", file=sys.stderr
+            )
+            cluster.shutdown()
     ray.init(address=cluster.address, log_to_driver=False)
     return cluster, workers
 
