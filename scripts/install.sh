@@ -51,7 +51,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # package. Drop only those lines.
 quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 
-stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+deps=$(sha1sum pyproject.toml | cut -c1-12)
+stamp="$VENV/.installed-$deps"
 if [ ! -f "$stamp" ]; then
   echo "[install] torch (CPU wheel)"
   quiet_pip install -q --find-links /opt/wheels torch==2.13.0 setuptools wheel ninja
@@ -77,7 +78,7 @@ fi
 # `vatt` subprocess) compiled ray, DeepSpeed, scipy... from source again: measured here,
 # `import ray` 1.35 s -> 0.34 s and `import deepspeed` 3.6 s -> 1.5 s once compiled (~15 s, once).
 # A file meant for another Python version fails to compile; that is not an install error.
-compiled="$VENV/.bytecode-$(sha1sum pyproject.toml | cut -c1-12)"
+compiled="$VENV/.bytecode-$deps"
 if [ ! -f "$compiled" ]; then
   echo "[install] byte-compiling site-packages"
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

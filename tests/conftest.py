@@ -166,7 +166,7 @@ def make_clip(
 def built_once(tmp_path_factory, name: str, build) -> dict[str, Path]:
     """`build(folder)` once per test run, its result a dict of paths.
 
-    `make test TEST_WORKERS=2` runs the suite on 2 pytest-xdist workers (a test waits on Ray more
+    `make test` runs the suite on 2 pytest-xdist workers by default (a test waits on Ray more
     than it computes, docs/testing.md), and each worker has its own session. The first worker
     to ask builds into the run's shared temp folder under a file lock; the other waits on the
     lock and reads the result back instead of building it again. Without xdist: a plain build."""
